@@ -1,0 +1,146 @@
+"""Load an official VILA-U checkpoint folder into a ``VilaU`` model.
+
+Layout: ``config.json``, ``llm/`` (HF LlamaForCausalLM, sharded or not), ``vision_tower/``
+(SigLIP + RQ-VAE + depth transformer in one ``model.safetensors``), ``mm_projector/``.
+
+The model is built on the ``meta`` device and every parameter is assigned a tensor mapped from the
+files (converted to the requested dtype/device one tensor at a time), so weights are never held
+twice. Loading is strict: a key we do not know is an error, unless it is one of the stored parts
+inference never uses (SigLIP text tower, pooling head, post-layernorm, the encoder layers after
+the selected one, logit scale/bias aliases, EMA buffers); a missing key, a wrong shape or a
+non-float dtype is an error naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from .config import read_config
+from .errors import CheckpointError
+from .model import VilaU
+from .safetensors_io import TensorSource
+
+# (folder, checkpoint key prefix, model key prefix): the one rename table.
+RENAMES = (
+    ("vision_tower", "rqvaesiglip.siglip_model.vision_model.", "vision_tower."),
+    ("vision_tower", "rqvaesiglip.quantizer.", "quantizer."),
+    ("vision_tower", "rqvaesiglip.post_quant_conv.", "pixel_decoder.post_quant_conv."),
+    ("vision_tower", "rqvaesiglip.decoder.", "pixel_decoder.decoder."),
+    ("vision_tower", "rqtransformer.", "depth_transformer."),
+    ("llm", "model.", "llm.model."),
+    ("llm", "lm_head.", "llm.lm_head."),
+    ("mm_projector", "layers.", "mm_projector.layers."),
+)
+
+# Stored but never used at inference.
+IGNORED = {
+    "vision_tower": re.compile(
+        r"rqvaesiglip\.siglip_model\.text_model\..*"
+        r"|rqvaesiglip\.siglip_model\.vision_model\.(post_layernorm|head)\..*"
+        r"|rqvaesiglip\.(siglip_model\.)?logit_(scale|bias)"
+        r"|rqvaesiglip\.quantizer\.codebooks\.\d+\.(cluster_size_ema|embed_ema)"
+    ),
+    "llm": re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+    "mm_projector": re.compile(r"$^"),
+}
+_ENCODER_LAYER = re.compile(r"rqvaesiglip\.siglip_model\.vision_model\.encoder\.layers\.(\d+)\.")
+_CODEBOOK = re.compile(r"rqvaesiglip\.quantizer\.codebooks\.(\d+)\.weight")
+
+
+def to_model_key(folder: str, key: str) -> str | None:
+    for f, ckpt, ours in RENAMES:
+        if f == folder and key.startswith(ckpt):
+            return ours + key[len(ckpt) :]
+    return None
+
+
+def to_checkpoint_key(model_key: str) -> tuple[str, str]:
+    for f, ckpt, ours in RENAMES:
+        if model_key.startswith(ours):
+            return f, ckpt + model_key[len(ours) :]
+    raise KeyError(model_key)
+
+
+def load_vilau(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    siglip_config=None,
+    ignored: list[str] | None = None,
+) -> VilaU:
+    """Build the model described by ``path`` and assign it the checkpoint's weights.
+
+    ``ignored``, if given, receives the checkpoint keys that were skipped as unused.
+    """
+    root = Path(path)
+    cfg = read_config(root, siglip_config)
+    with torch.device("meta"):
+        model = VilaU(cfg)
+    expected = {k: v for k, v in model.state_dict().items()}
+    sources = {f: TensorSource(root / f) for f in ("vision_tower", "llm", "mm_projector")}
+    state: dict[str, torch.Tensor] = {}
+    used_layers = cfg.vision.num_hidden_layers + cfg.select_layer + 1
+
+    skipped = [] if ignored is None else ignored
+    for folder, src in sources.items():
+        for key in src.names():
+            m = _ENCODER_LAYER.match(key)
+            if IGNORED[folder].fullmatch(key) or (
+                m and used_layers <= int(m.group(1)) < cfg.vision.num_hidden_layers
+            ):
+                skipped.append(key)
+                continue
+            m = _CODEBOOK.fullmatch(key)
+            if m and cfg.rvq.shared_codebook and int(m.group(1)) > 0:
+                _check_shared_copy(src, key)
+                skipped.append(key)
+                continue
+            name = to_model_key(folder, key)
+            if name is None or name not in expected:
+                raise CheckpointError(
+                    f"unexpected tensor {key!r} in {src.file_of(key)}: this VILA-U configuration "
+                    "has no such weight (wrong config.json for these weights?)"
+                )
+            state[name] = _convert(src, key, expected[name], dtype, device)
+
+    if "llm.lm_head.weight" not in state and cfg.llm.tie_word_embeddings:
+        state["llm.lm_head.weight"] = state.get("llm.model.embed_tokens.weight")
+    missing = [k for k in expected if k not in state or state[k] is None]
+    if missing:
+        lines = []
+        for k in missing[:10]:
+            folder, ckpt_key = to_checkpoint_key(k)
+            lines.append(f"{ckpt_key!r} (in {root / folder})")
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise CheckpointError(f"checkpoint {root} lacks tensors: {', '.join(lines)}{more}")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _convert(src: TensorSource, key: str, like: torch.Tensor, dtype, device) -> torch.Tensor:
+    stored_dtype, shape = src.meta(key)
+    if tuple(shape) != tuple(like.shape):
+        raise CheckpointError(
+            f"tensor {key!r} in {src.file_of(key)} has shape {list(shape)}, the config implies "
+            f"{list(like.shape)}"
+        )
+    if not stored_dtype.is_floating_point:
+        raise CheckpointError(
+            f"tensor {key!r} in {src.file_of(key)} is {stored_dtype}; a float weight is expected"
+        )
+    return src.get(key).to(device=device, dtype=dtype)
+
+
+def _check_shared_copy(src: TensorSource, key: str) -> None:
+    first = "rqvaesiglip.quantizer.codebooks.0.weight"
+    if first not in src.names():
+        return  # reported as missing later
+    if not torch.equal(src.get(key), src.get(first)):
+        raise CheckpointError(
+            f"shared_codebook is true but {key!r} in {src.file_of(key)} differs from {first!r}; "
+            "the vision_tower config and weights disagree"
+        )
