@@ -1,0 +1,96 @@
+// Bindings of csrc/w4a16.
+#include <pybind11/pybind11.h>
+
+#include "bindings/bindings.h"
+#include "w4a16/w4a16.h"
+
+namespace py = pybind11;
+
+namespace vilau {
+
+void bind_w4a16(py::module_& m) {
+  m.attr("W4A16_GEMV_MAX_M") = kGemvMaxM;
+
+  m.def(
+      "w4a16_linear_cpu",
+      [](std::uintptr_t x, std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales,
+         std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k, int64_t n,
+         int64_t group_size, int dtype, int num_threads) {
+        const DType dt = dtype_from_code(dtype, "w4a16_linear_cpu dtype");
+        py::gil_scoped_release release;
+        w4a16_linear_cpu(address<const void>(x, "x", m == 0),
+                         address<const int32_t>(qweight, "qweight"),
+                         address<const int32_t>(qzeros, "qzeros"),
+                         address<const void>(scales, "scales"),
+                         address<const void>(bias, "bias", true), address<void>(y, "y", m == 0), m,
+                         k, n, group_size, dt, num_threads);
+      },
+      "y[M, N] = x[M, K] @ W_T + bias on AutoAWQ GEMM buffers: qweight int32 [K, N/8], qzeros "
+      "int32 [K/G, N/8], scales float16 [K/G, N], bias float16 [N] or 0. x and y share the dtype; "
+      "GEMV path for M <= W4A16_GEMV_MAX_M, GEMM otherwise.",
+      py::arg("x"), py::arg("qweight"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"),
+      py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
+      py::arg("dtype"), py::arg("num_threads"));
+
+  m.def(
+      "w4a16_dequantize_cpu",
+      [](std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales, std::uintptr_t w_t,
+         int64_t k, int64_t n, int64_t group_size, int dtype, int num_threads) {
+        const DType dt = dtype_from_code(dtype, "w4a16_dequantize_cpu dtype");
+        py::gil_scoped_release release;
+        w4a16_dequantize_cpu(address<const int32_t>(qweight, "qweight"),
+                             address<const int32_t>(qzeros, "qzeros"),
+                             address<const void>(scales, "scales"), address<void>(w_t, "w_t"), k,
+                             n, group_size, dt, num_threads);
+      },
+      "W_T[K, N] = (code - zero) * scale from AutoAWQ GEMM buffers, written in the given dtype.",
+      py::arg("qweight"), py::arg("qzeros"), py::arg("scales"), py::arg("w_t"), py::arg("k"),
+      py::arg("n"), py::arg("group_size"), py::arg("dtype"), py::arg("num_threads"));
+
+  m.def(
+      "w4a16_linear_cuda",
+      [](std::uintptr_t x, std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales,
+         std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k, int64_t n,
+         int64_t group_size, int dtype, std::uintptr_t stream) {
+#ifdef VILAU_WITH_CUDA
+        const DType dt = dtype_from_code(dtype, "w4a16_linear_cuda dtype");
+        py::gil_scoped_release release;
+        w4a16_linear_cuda(address<const void>(x, "x", m == 0),
+                          address<const int32_t>(qweight, "qweight"),
+                          address<const int32_t>(qzeros, "qzeros"),
+                          address<const void>(scales, "scales"),
+                          address<const void>(bias, "bias", true), address<void>(y, "y", m == 0),
+                          m, k, n, group_size, dt, as_stream(stream));
+#else
+        (void)x, (void)qweight, (void)qzeros, (void)scales, (void)bias, (void)y, (void)m, (void)k;
+        (void)n, (void)group_size, (void)dtype, (void)stream;
+        no_cuda("w4a16_linear_cuda");
+#endif
+      },
+      "CUDA w4a16_linear_cpu on a stream (device addresses).", py::arg("x"), py::arg("qweight"),
+      py::arg("qzeros"), py::arg("scales"), py::arg("bias"), py::arg("y"), py::arg("m"),
+      py::arg("k"), py::arg("n"), py::arg("group_size"), py::arg("dtype"), py::arg("stream"));
+
+  m.def(
+      "w4a16_dequantize_cuda",
+      [](std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales, std::uintptr_t w_t,
+         int64_t k, int64_t n, int64_t group_size, int dtype, std::uintptr_t stream) {
+#ifdef VILAU_WITH_CUDA
+        const DType dt = dtype_from_code(dtype, "w4a16_dequantize_cuda dtype");
+        py::gil_scoped_release release;
+        w4a16_dequantize_cuda(address<const int32_t>(qweight, "qweight"),
+                              address<const int32_t>(qzeros, "qzeros"),
+                              address<const void>(scales, "scales"), address<void>(w_t, "w_t"), k,
+                              n, group_size, dt, as_stream(stream));
+#else
+        (void)qweight, (void)qzeros, (void)scales, (void)w_t, (void)k, (void)n, (void)group_size;
+        (void)dtype, (void)stream;
+        no_cuda("w4a16_dequantize_cuda");
+#endif
+      },
+      "CUDA w4a16_dequantize_cpu on a stream (device addresses).", py::arg("qweight"),
+      py::arg("qzeros"), py::arg("scales"), py::arg("w_t"), py::arg("k"), py::arg("n"),
+      py::arg("group_size"), py::arg("dtype"), py::arg("stream"));
+}
+
+}  // namespace vilau

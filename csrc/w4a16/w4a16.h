@@ -1,0 +1,81 @@
+// W4A16 linear layers on AutoAWQ "GEMM" packed weights: 4-bit weights, float activations.
+//
+// Sizes: M rows of x, K = in_features, N = out_features, G = group size along K.
+// Buffers (row-major, contiguous), exactly as AutoAWQ's WQLinear_GEMM stores them:
+//   qweight int32   [K, N/8]   nibble k (bits 4k..4k+3) of word c = code of output column
+//                              8c + {0, 2, 4, 6, 1, 3, 5, 7}[k]  (see w4a16_pack.h)
+//   qzeros  int32   [K/G, N/8] zero points, same packing
+//   scales  float16 [K/G, N]
+//   bias    float16 [N] or null
+// W_T[i, o] = (code[i, o] - zero[i / G, o]) * scale[i / G, o];  y[M, N] = x[M, K] @ W_T + bias.
+// The format forces K % G == 0 and N % 8 == 0; nothing else is required (G need not divide
+// by 8, K need not be a power of two). x and y share one float dtype; sums are float32.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+#ifdef VILAU_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace vilau {
+
+//! Largest M served by the GEMV (decode) path; larger M takes the tiled GEMM (prefill) path.
+//! Every caller that chooses a path uses this constant.
+constexpr int64_t kGemvMaxM = 8;
+
+//! Checks M, K, N and G against the format.
+//! @throws std::invalid_argument naming the bad value (M >= 0, K >= 1, N >= 8 with N % 8 == 0,
+//!         G >= 1 with K % G == 0).
+void w4a16_check_sizes(int64_t m, int64_t k, int64_t n, int64_t group_size);
+
+//! y = x @ W_T + bias, choosing GEMV (M <= kGemvMaxM) or GEMM.
+//! @param x [M, K] of @p dtype;  @param y [M, N] of @p dtype;  @param bias fp16 [N] or nullptr
+//! @throws std::invalid_argument on bad sizes or num_threads < 1.
+void w4a16_linear_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                      const void* scales, const void* bias, void* y, int64_t m, int64_t k,
+                      int64_t n, int64_t group_size, DType dtype, int num_threads);
+
+//! GEMV path of w4a16_linear_cpu; requires M <= kGemvMaxM.
+void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                    const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
+                    int64_t group_size, DType dtype, int num_threads);
+
+//! GEMM path of w4a16_linear_cpu: each weight group is unpacked once per tile of rows.
+void w4a16_gemm_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                    const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
+                    int64_t group_size, DType dtype, int num_threads);
+
+//! W_T [K, N] of @p dtype from the packed buffers; (code - zero) * scale is exact in float32,
+//! so a float16 W_T equals AutoAWQ's float16 dequantization bit for bit.
+void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const void* scales,
+                          void* w_t, int64_t k, int64_t n, int64_t group_size, DType dtype,
+                          int num_threads);
+
+#ifdef VILAU_WITH_CUDA
+//! CUDA w4a16_linear_cpu on @p stream (device pointers).
+//! @throws std::invalid_argument on bad sizes; std::runtime_error if a launch fails.
+void w4a16_linear_cuda(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                       const void* scales, const void* bias, void* y, int64_t m, int64_t k,
+                       int64_t n, int64_t group_size, DType dtype, cudaStream_t stream);
+
+//! GEMV kernel (M <= kGemvMaxM): each thread owns one packed word (8 output columns) and a
+//! slice of K; partial sums are reduced across the block.
+void w4a16_gemv_cuda(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                     const void* scales, const void* bias, void* y, int64_t m, int64_t k,
+                     int64_t n, int64_t group_size, DType dtype, cudaStream_t stream);
+
+//! Tiled GEMM kernel (64 x 64 output tiles, weights dequantized into shared memory on load).
+void w4a16_gemm_cuda(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                     const void* scales, const void* bias, void* y, int64_t m, int64_t k,
+                     int64_t n, int64_t group_size, DType dtype, cudaStream_t stream);
+
+//! CUDA w4a16_dequantize_cpu on @p stream.
+void w4a16_dequantize_cuda(const int32_t* qweight, const int32_t* qzeros, const void* scales,
+                           void* w_t, int64_t k, int64_t n, int64_t group_size, DType dtype,
+                           cudaStream_t stream);
+#endif
+
+}  // namespace vilau

@@ -1,0 +1,252 @@
+// CPU W4A16 kernels: OpenMP over 64-column chunks (and row tiles in the GEMM path).
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/float_cpu.h"
+#include "w4a16/w4a16.h"
+#include "w4a16/w4a16_pack.h"
+
+namespace vilau {
+
+namespace {
+
+constexpr int64_t kWordsPerChunk = 8;                 //!< packed words per column chunk
+constexpr int64_t kChunkCols = 8 * kWordsPerChunk;    //!< output columns per chunk
+constexpr int64_t kGemmRowTile = 64;                  //!< rows of x per GEMM work item
+constexpr int64_t kGemvChunkWords = 64;               //!< packed words per GEMV column chunk
+
+//! Codes of packed words [word0, word0 + n_words) of one row, as floats, column order.
+void unpack_codes(const int32_t* row, int64_t word0, int64_t n_words, float* dst) {
+  for (int64_t w = 0; w < n_words; ++w) {
+    const int32_t word = row[word0 + w];
+    for (int j = 0; j < 8; ++j) dst[w * 8 + j] = static_cast<float>(awq_unpack(word, j));
+  }
+}
+
+//! Zero points and scales of group g for the columns of one chunk.
+void load_group(const int32_t* qzeros, const Half* scales, int64_t g, int64_t n, int64_t word0,
+                int64_t n_words, float* zero, float* scale) {
+  unpack_codes(qzeros + g * (n / 8), word0, n_words, zero);
+  for (int64_t i = 0; i < n_words * 8; ++i) scale[i] = to_float(scales[g * n + word0 * 8 + i]);
+}
+
+//! W_T values of row i for one chunk: (code - zero) * scale, exact in float32.
+void dequant_row(const int32_t* qweight, int64_t i, int64_t n, int64_t word0, int64_t n_words,
+                 const float* zero, const float* scale, float* dst) {
+  unpack_codes(qweight + i * (n / 8), word0, n_words, dst);
+#pragma omp simd
+  for (int64_t c = 0; c < n_words * 8; ++c) dst[c] = (dst[c] - zero[c]) * scale[c];
+}
+
+constexpr int64_t kMicroRows = 4;  //!< rows of the GEMM register block (4 x 8 accumulators)
+
+//! acc[4, 8] (row stride kChunkCols) += x[4, G] (row stride ldx) @ w[G, 8] (row stride
+//! kChunkCols), keeping the 32 sums in registers across the group.
+void micro_kernel(const float* x, int64_t ldx, const float* w, int64_t group_size, float* acc) {
+  float a[kMicroRows][8];
+  for (int i = 0; i < kMicroRows; ++i)
+    for (int c = 0; c < 8; ++c) a[i][c] = acc[i * kChunkCols + c];
+  for (int64_t kk = 0; kk < group_size; ++kk) {
+    const float* wk = w + kk * kChunkCols;
+    for (int i = 0; i < kMicroRows; ++i) {
+      const float xv = x[i * ldx + kk];
+      for (int c = 0; c < 8; ++c) a[i][c] += xv * wk[c];
+    }
+  }
+  for (int i = 0; i < kMicroRows; ++i)
+    for (int c = 0; c < 8; ++c) acc[i * kChunkCols + c] = a[i][c];
+}
+
+template <class T>
+std::vector<float> to_float_buffer(const T* x, int64_t count) {
+  std::vector<float> out(count);
+  for (int64_t i = 0; i < count; ++i) out[i] = to_float(x[i]);
+  return out;
+}
+
+template <class T>
+void store_row(const float* src, T* dst, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = from_float<T>(src[i]);
+}
+
+template <class T>
+void store_output(const float* acc, const Half* bias, T* y, int64_t rows, int64_t n,
+                  int64_t row0, int64_t col0, int64_t width, int64_t acc_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < width; ++c) {
+      const float b = bias ? to_float(bias[col0 + c]) : 0.0f;
+      y[(row0 + r) * n + col0 + c] = from_float<T>(acc[r * acc_stride + c] + b);
+    }
+  }
+}
+
+//! GEMV: a thread streams whole rows of a wide column chunk, so qweight is read in long runs.
+template <class T>
+void gemv(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half* scales,
+          const Half* bias, T* y, int64_t m, int64_t k, int64_t n, int64_t group_size,
+          int num_threads) {
+  const std::vector<float> xf = to_float_buffer(x, m * k);
+  const int64_t n_words = n / 8;
+  const int64_t n_chunks = (n_words + kGemvChunkWords - 1) / kGemvChunkWords;
+#pragma omp parallel num_threads(num_threads)
+  {
+    const int64_t cols = 8 * kGemvChunkWords;
+    std::vector<float> acc(m * cols), zero(cols), scale(cols), w(cols);
+#pragma omp for schedule(static)
+    for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+      const int64_t word0 = chunk * kGemvChunkWords;
+      const int64_t words = std::min(kGemvChunkWords, n_words - word0);
+      const int64_t width = words * 8;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t i = 0; i < k; ++i) {
+        if (i % group_size == 0) {
+          load_group(qzeros, scales, i / group_size, n, word0, words, zero.data(), scale.data());
+        }
+        dequant_row(qweight, i, n, word0, words, zero.data(), scale.data(), w.data());
+        const float* wr = w.data();
+        for (int64_t r = 0; r < m; ++r) {
+          const float xv = xf[r * k + i];
+          float* a = &acc[r * cols];
+#pragma omp simd
+          for (int64_t c = 0; c < width; ++c) a[c] += xv * wr[c];
+        }
+      }
+      store_output(acc.data(), bias, y, m, n, 0, word0 * 8, width, cols);
+    }
+  }
+}
+
+template <class T>
+void gemm(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half* scales,
+          const Half* bias, T* y, int64_t m, int64_t k, int64_t n, int64_t group_size,
+          int num_threads) {
+  const std::vector<float> xf = to_float_buffer(x, m * k);
+  const int64_t n_words = n / 8;
+  const int64_t n_chunks = (n_words + kWordsPerChunk - 1) / kWordsPerChunk;
+  const int64_t n_tiles = (m + kGemmRowTile - 1) / kGemmRowTile;
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> acc(kGemmRowTile * kChunkCols);
+    std::vector<float> wgroup(group_size * kChunkCols);  // one unpacked group, [G, chunk]
+    float zero[kChunkCols], scale[kChunkCols];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n_chunks * n_tiles; ++item) {
+      const int64_t chunk = item % n_chunks;
+      const int64_t row0 = (item / n_chunks) * kGemmRowTile;
+      const int64_t rows = std::min(kGemmRowTile, m - row0);
+      const int64_t word0 = chunk * kWordsPerChunk;
+      const int64_t words = std::min(kWordsPerChunk, n_words - word0);
+      const int64_t width = words * 8;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t g = 0; g < k / group_size; ++g) {
+        load_group(qzeros, scales, g, n, word0, words, zero, scale);
+        for (int64_t kk = 0; kk < group_size; ++kk) {
+          dequant_row(qweight, g * group_size + kk, n, word0, words, zero, scale,
+                      &wgroup[kk * kChunkCols]);
+        }
+        const float* xg = &xf[row0 * k + g * group_size];
+        int64_t r = 0;
+        for (; r + kMicroRows <= rows; r += kMicroRows) {
+          for (int64_t c = 0; c < width; c += 8) {
+            micro_kernel(xg + r * k, k, wgroup.data() + c, group_size, &acc[r * kChunkCols + c]);
+          }
+        }
+        for (; r < rows; ++r) {
+          float* a = &acc[r * kChunkCols];
+          for (int64_t kk = 0; kk < group_size; ++kk) {
+            const float xv = xg[r * k + kk];
+            const float* w = &wgroup[kk * kChunkCols];
+#pragma omp simd
+            for (int64_t c = 0; c < width; ++c) a[c] += xv * w[c];
+          }
+        }
+      }
+      store_output(acc.data(), bias, y, rows, n, row0, word0 * 8, width, kChunkCols);
+    }
+  }
+}
+
+void check_threads(int num_threads) {
+  if (num_threads < 1) {
+    throw std::invalid_argument("w4a16: num_threads = " + std::to_string(num_threads) +
+                                " must be >= 1");
+  }
+}
+
+}  // namespace
+
+void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                    const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
+                    int64_t group_size, DType dtype, int num_threads) {
+  w4a16_check_sizes(m, k, n, group_size);
+  check_threads(num_threads);
+  if (m > kGemvMaxM) {
+    throw std::invalid_argument("w4a16_gemv: M = " + std::to_string(m) +
+                                " rows exceeds kGemvMaxM = " + std::to_string(kGemvMaxM) +
+                                "; use the GEMM path");
+  }
+  if (m == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    gemv(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
+         static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
+  });
+}
+
+void w4a16_gemm_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                    const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
+                    int64_t group_size, DType dtype, int num_threads) {
+  w4a16_check_sizes(m, k, n, group_size);
+  check_threads(num_threads);
+  if (m == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    gemm(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
+         static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
+  });
+}
+
+void w4a16_linear_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                      const void* scales, const void* bias, void* y, int64_t m, int64_t k,
+                      int64_t n, int64_t group_size, DType dtype, int num_threads) {
+  if (m <= kGemvMaxM) {
+    w4a16_gemv_cpu(x, qweight, qzeros, scales, bias, y, m, k, n, group_size, dtype, num_threads);
+  } else {
+    w4a16_gemm_cpu(x, qweight, qzeros, scales, bias, y, m, k, n, group_size, dtype, num_threads);
+  }
+}
+
+void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const void* scales,
+                          void* w_t, int64_t k, int64_t n, int64_t group_size, DType dtype,
+                          int num_threads) {
+  w4a16_check_sizes(0, k, n, group_size);
+  check_threads(num_threads);
+  const Half* s = static_cast<const Half*>(scales);
+  const int64_t n_groups = k / group_size;
+  const int64_t n_words = n / 8;
+  // Zero points and scales of every group as floats, so that rows can run in parallel and
+  // each thread reads and writes whole rows.
+  std::vector<float> zero(n_groups * n), scale(n_groups * n);
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t g = 0; g < n_groups; ++g) {
+    load_group(qzeros, s, g, n, 0, n_words, &zero[g * n], &scale[g * n]);
+  }
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* out = static_cast<T*>(w_t);
+#pragma omp parallel num_threads(num_threads)
+    {
+      std::vector<float> row(n);
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t g = i / group_size;
+        dequant_row(qweight, i, n, 0, n_words, &zero[g * n], &scale[g * n], row.data());
+        store_row(row.data(), out + i * n, n);
+      }
+    }
+  });
+}
+
+}  // namespace vilau

@@ -1,0 +1,350 @@
+"""Torch custom ops (namespace ``vilau``) over the native kernels in ``vilau_rt._C``.
+
+| op | inputs | output |
+|---|---|---|
+| ``vilau::rvq_lookup`` | codes int64 [..., D], codebooks [Dc, R, C] | [..., C], codebooks' dtype |
+| ``vilau::rvq_encode`` | features [..., C], codebooks [Dc, R, C], n_embed, depth | codes int64 [..., D], z_q [..., C] |
+| ``vilau::w4a16_linear`` | x [..., K], qweight, qzeros, scales, bias?, group_size | [..., N], x's dtype |
+| ``vilau::w4a16_dequantize`` | qweight, qzeros, scales, group_size, out_dtype? | W_T [K, N] |
+
+Codebooks: Dc is D (one per depth) or 1 (shared), R = n_embed + 1 rows (the last row is
+padding, never a valid code). W4A16 buffers are AutoAWQ's GEMM layout: qweight int32
+[K, N/8], qzeros int32 [K/G, N/8], scales float16 [K/G, N], bias float16 [N].
+Float tensors may be float32, float16 or bfloat16; sums are float32. Every op runs on CPU
+(OpenMP) and CUDA (current stream), has a fake implementation for torch.export / tracing,
+and is inference only (no autograd). An out-of-range code raises ValueError on CPU; on CUDA
+its output row is NaN (checking would need a device sync).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:
+    from vilau_rt import _C
+except ImportError as exc:  # reported when an op is called, so importing this module works
+    _C = None
+    _C_IMPORT_ERROR: ImportError | None = exc
+else:
+    _C_IMPORT_ERROR = None
+
+# dtype codes of csrc/common/dtype.h
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def _native():
+    if _C is None:
+        raise RuntimeError(
+            f"vilau_rt._C (the native kernels) could not be imported: {_C_IMPORT_ERROR!r}. "
+            "Build it: reinstall with pip install -e . from the repository root."
+        )
+    return _C
+
+
+def _run(kernel: str, device: torch.device, *args) -> None:
+    """Calls ``<kernel>_cpu(*args, threads)`` or ``<kernel>_cuda(*args, stream)``."""
+    ext = _native()
+    if device.type == "cpu":
+        getattr(ext, f"{kernel}_cpu")(*args, torch.get_num_threads())
+        return
+    with torch.cuda.device(device):
+        getattr(ext, f"{kernel}_cuda")(*args, torch.cuda.current_stream(device).cuda_stream)
+
+
+def _check_device(op: str, **tensors: Tensor | None) -> torch.device:
+    named = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in named.values()}
+    if len(devices) != 1:
+        where = ", ".join(f"{name} on {t.device}" for name, t in named.items())
+        raise ValueError(f"{op}: all tensors must be on one device, got {where}")
+    device = devices.pop()
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{op}: device {device} is not supported (cpu or cuda)")
+    return device
+
+
+def _check_dtype(op: str, name: str, t: Tensor, allowed) -> None:
+    if t.dtype not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}; supported: {names}")
+
+
+def _check_ndim(op: str, name: str, t: Tensor, ndim: int, layout: str) -> None:
+    if t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must be {layout}, got shape {tuple(t.shape)}")
+
+
+# ---------------------------------------------------------------------------- RVQ
+
+
+def _check_codebooks(op: str, codebooks: Tensor, depth: int) -> tuple[int, int, int]:
+    _check_dtype(op, "codebooks", codebooks, _DTYPE_CODES)
+    _check_ndim(op, "codebooks", codebooks, 3, "[Dc, n_embed + 1, C]")
+    n_books, rows, dim = codebooks.shape
+    if n_books not in (depth, 1):
+        raise ValueError(
+            f"{op}: codebooks has {n_books} codebooks; expected one per depth ({depth}) or 1 shared"
+        )
+    if rows < 2:
+        raise ValueError(f"{op}: codebooks has {rows} rows; expected n_embed + 1 >= 2")
+    return n_books, rows, dim
+
+
+def _check_lookup(codes: Tensor, codebooks: Tensor) -> tuple[int, int, int]:
+    op = "rvq_lookup"
+    _check_dtype(op, "codes", codes, (torch.int64,))
+    if codes.dim() < 1 or codes.shape[-1] < 1:
+        raise ValueError(f"{op}: codes must be [..., D] with D >= 1, got {tuple(codes.shape)}")
+    return _check_codebooks(op, codebooks, codes.shape[-1])
+
+
+@torch.library.custom_op("vilau::rvq_lookup", mutates_args=(), device_types=("cpu", "cuda"))
+def _rvq_lookup_op(codes: Tensor, codebooks: Tensor) -> Tensor:
+    n_books, rows, dim = _check_lookup(codes, codebooks)
+    device = _check_device("rvq_lookup", codes=codes, codebooks=codebooks)
+    depth = codes.shape[-1]
+    # The kernels read dense row-major buffers: a strided view costs one copy here.
+    codes = codes.contiguous()
+    codebooks = codebooks.contiguous()
+    out = torch.empty(*codes.shape[:-1], dim, dtype=codebooks.dtype, device=device)
+    n_rows = codes.numel() // depth
+    if n_rows:
+        _run(
+            "rvq_lookup", device, codes.data_ptr(), codebooks.data_ptr(), out.data_ptr(),
+            n_rows, depth, n_books, rows, dim, _DTYPE_CODES[codebooks.dtype],
+        )  # fmt: skip
+    return out
+
+
+@_rvq_lookup_op.register_fake
+def _(codes: Tensor, codebooks: Tensor) -> Tensor:
+    dim = _check_lookup(codes, codebooks)[2]
+    return codes.new_empty((*codes.shape[:-1], dim), dtype=codebooks.dtype)
+
+
+def _check_encode(
+    features: Tensor, codebooks: Tensor, n_embed: int, depth: int
+) -> tuple[int, int, int]:
+    op = "rvq_encode"
+    if depth < 1:
+        raise ValueError(f"{op}: depth = {depth} must be >= 1")
+    n_books, rows, dim = _check_codebooks(op, codebooks, depth)
+    if rows != n_embed + 1:
+        raise ValueError(
+            f"{op}: codebooks has {rows} rows per codebook; expected n_embed + 1 = {n_embed + 1}"
+            " (the last row is padding)"
+        )
+    _check_dtype(op, "features", features, _DTYPE_CODES)
+    if features.dtype != codebooks.dtype:
+        raise TypeError(
+            f"{op}: features ({features.dtype}) and codebooks ({codebooks.dtype}) must share a dtype"
+        )
+    if features.dim() < 1 or features.shape[-1] != dim:
+        raise ValueError(
+            f"{op}: features must be [..., C] with C = {dim} (codebooks' width), "
+            f"got {tuple(features.shape)}"
+        )
+    return n_books, rows, dim
+
+
+@torch.library.custom_op("vilau::rvq_encode", mutates_args=(), device_types=("cpu", "cuda"))
+def _rvq_encode_op(
+    features: Tensor, codebooks: Tensor, n_embed: int, depth: int
+) -> tuple[Tensor, Tensor]:
+    n_books, rows, dim = _check_encode(features, codebooks, n_embed, depth)
+    device = _check_device("rvq_encode", features=features, codebooks=codebooks)
+    features = features.contiguous()  # dense row-major buffers, see rvq_lookup
+    codebooks = codebooks.contiguous()
+    lead = features.shape[:-1]
+    codes = torch.empty(*lead, depth, dtype=torch.int64, device=device)
+    z_q = torch.empty_like(features)
+    n_rows = features.numel() // dim
+    if n_rows:
+        _run(
+            "rvq_encode", device, features.data_ptr(), codebooks.data_ptr(), codes.data_ptr(),
+            z_q.data_ptr(), n_rows, depth, n_books, rows, dim, n_embed,
+            _DTYPE_CODES[features.dtype],
+        )  # fmt: skip
+    return codes, z_q
+
+
+@_rvq_encode_op.register_fake
+def _(features: Tensor, codebooks: Tensor, n_embed: int, depth: int) -> tuple[Tensor, Tensor]:
+    _check_encode(features, codebooks, n_embed, depth)
+    codes = features.new_empty((*features.shape[:-1], depth), dtype=torch.int64)
+    return codes, torch.empty_like(features)
+
+
+# ---------------------------------------------------------------------------- W4A16
+
+
+def _check_packed(
+    op: str, qweight: Tensor, qzeros: Tensor, scales: Tensor, group_size: int
+) -> tuple[int, int]:
+    """Checks AutoAWQ GEMM buffers; returns (K, N)."""
+    _check_dtype(op, "qweight", qweight, (torch.int32,))
+    _check_dtype(op, "qzeros", qzeros, (torch.int32,))
+    _check_dtype(op, "scales", scales, (torch.float16,))
+    _check_ndim(op, "qweight", qweight, 2, "[K, N/8]")
+    _check_ndim(op, "qzeros", qzeros, 2, "[K/group_size, N/8]")
+    _check_ndim(op, "scales", scales, 2, "[K/group_size, N]")
+    k, n = qweight.shape[0], qweight.shape[1] * 8
+    if k < 1 or n < 8:
+        raise ValueError(
+            f"{op}: qweight must be [K, N/8] with K, N/8 >= 1, got {tuple(qweight.shape)}"
+        )
+    if group_size < 1 or k % group_size != 0:
+        raise ValueError(
+            f"{op}: group_size = {group_size} must be >= 1 and divide in_features K = {k}"
+        )
+    groups = k // group_size
+    if tuple(qzeros.shape) != (groups, n // 8):
+        raise ValueError(
+            f"{op}: qzeros must be [K/group_size, N/8] = {(groups, n // 8)}, "
+            f"got {tuple(qzeros.shape)}"
+        )
+    if tuple(scales.shape) != (groups, n):
+        raise ValueError(
+            f"{op}: scales must be [K/group_size, N] = {(groups, n)}, got {tuple(scales.shape)}"
+        )
+    return k, n
+
+
+def _check_linear(
+    x: Tensor,
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> tuple[int, int]:
+    op = "w4a16_linear"
+    k, n = _check_packed(op, qweight, qzeros, scales, group_size)
+    _check_dtype(op, "x", x, _DTYPE_CODES)
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"{op}: x must be [..., K] with K = {k}, got {tuple(x.shape)}")
+    if bias is not None:
+        _check_dtype(op, "bias", bias, (torch.float16,))
+        if tuple(bias.shape) != (n,):
+            raise ValueError(f"{op}: bias must be [N] = [{n}], got {tuple(bias.shape)}")
+    return k, n
+
+
+@torch.library.custom_op("vilau::w4a16_linear", mutates_args=(), device_types=("cpu", "cuda"))
+def _w4a16_linear_op(
+    x: Tensor,
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> Tensor:
+    k, n = _check_linear(x, qweight, qzeros, scales, bias, group_size)
+    device = _check_device(
+        "w4a16_linear", x=x, qweight=qweight, qzeros=qzeros, scales=scales, bias=bias
+    )
+    # The kernels read dense row-major buffers: a strided view costs one copy here.
+    x, qweight, qzeros, scales = (t.contiguous() for t in (x, qweight, qzeros, scales))
+    bias_ptr = 0 if bias is None else bias.contiguous().data_ptr()
+    y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=device)
+    m = x.numel() // k
+    if m:
+        _run(
+            "w4a16_linear", device, x.data_ptr(), qweight.data_ptr(), qzeros.data_ptr(),
+            scales.data_ptr(), bias_ptr, y.data_ptr(), m, k, n, group_size,
+            _DTYPE_CODES[x.dtype],
+        )  # fmt: skip
+    return y
+
+
+@_w4a16_linear_op.register_fake
+def _(
+    x: Tensor,
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> Tensor:
+    n = _check_linear(x, qweight, qzeros, scales, bias, group_size)[1]
+    return x.new_empty((*x.shape[:-1], n))
+
+
+def _dequant_dtype(out_dtype: torch.dtype | None) -> torch.dtype:
+    dtype = torch.float16 if out_dtype is None else out_dtype
+    if dtype not in _DTYPE_CODES:
+        raise TypeError(
+            f"w4a16_dequantize: out_dtype {dtype} is not supported (float32, float16, bfloat16)"
+        )
+    return dtype
+
+
+@torch.library.custom_op("vilau::w4a16_dequantize", mutates_args=(), device_types=("cpu", "cuda"))
+def _w4a16_dequantize_op(
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    group_size: int,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    k, n = _check_packed("w4a16_dequantize", qweight, qzeros, scales, group_size)
+    dtype = _dequant_dtype(out_dtype)
+    device = _check_device("w4a16_dequantize", qweight=qweight, qzeros=qzeros, scales=scales)
+    qweight, qzeros, scales = (t.contiguous() for t in (qweight, qzeros, scales))
+    w_t = torch.empty(k, n, dtype=dtype, device=device)
+    _run(
+        "w4a16_dequantize", device, qweight.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),
+        w_t.data_ptr(), k, n, group_size, _DTYPE_CODES[dtype],
+    )  # fmt: skip
+    return w_t
+
+
+@_w4a16_dequantize_op.register_fake
+def _(
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    group_size: int,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    k, n = _check_packed("w4a16_dequantize", qweight, qzeros, scales, group_size)
+    return qweight.new_empty((k, n), dtype=_dequant_dtype(out_dtype))
+
+
+# ---------------------------------------------------------------------------- public names
+
+
+def rvq_lookup(codes: Tensor, codebooks: Tensor) -> Tensor:
+    """Summed code embeddings: codes int64 [..., D], codebooks [Dc, R, C] -> [..., C]."""
+    return torch.ops.vilau.rvq_lookup(codes, codebooks)
+
+
+def rvq_encode(
+    features: Tensor, codebooks: Tensor, n_embed: int, depth: int
+) -> tuple[Tensor, Tensor]:
+    """Residual quantization: features [..., C] -> (codes int64 [..., D], z_q [..., C])."""
+    return torch.ops.vilau.rvq_encode(features, codebooks, n_embed, depth)
+
+
+def w4a16_linear(
+    x: Tensor,
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> Tensor:
+    """x [..., K] @ dequantized AutoAWQ GEMM weight [K, N] (+ bias) -> [..., N] in x's dtype."""
+    return torch.ops.vilau.w4a16_linear(x, qweight, qzeros, scales, bias, group_size)
+
+
+def w4a16_dequantize(
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    group_size: int,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """W_T [K, N] = (code - zero) * scale from AutoAWQ GEMM buffers (float16 unless out_dtype)."""
+    return torch.ops.vilau.w4a16_dequantize(qweight, qzeros, scales, group_size, out_dtype)
