@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-
 from vilau_export import checkpoint_writer
 from vilau_export.checkpoint_writer import write_checkpoint
+
 from vilau_rt.checkpoint import load_vilau
 from vilau_rt.config import preset, read_config
 from vilau_rt.errors import ConfigError

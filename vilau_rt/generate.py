@@ -156,7 +156,7 @@ def generate_codes(
         if trace is not None:
             trace.setdefault("hidden", []).append(hidden.clone())
             trace.setdefault("depth_logits", []).append([])
-            on_logits = lambda d, lg: trace["depth_logits"][-1].append(lg.clone())  # noqa: E731
+            on_logits = lambda d, lg: trace["depth_logits"][-1].append(lg.clone())
         else:
             on_logits = None
         codes, next_embeds = backend.depth_generate(hidden, settings.cfg_scale, sample, on_logits)
