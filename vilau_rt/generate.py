@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .backends.base import Backend
-
-IMAGE_PLACEHOLDER_ID = -200  # TEMP
+from .prompts import IMAGE_PLACEHOLDER_ID
 from .sampling import sample_codes, sample_text
 
 

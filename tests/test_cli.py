@@ -1,0 +1,78 @@
+"""The vilau-rt command line, run as users run it (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def run(args, tmp_path, check=True):
+    env = dict(os.environ, VILAU_RT_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "vilau_rt.cli", *args],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    out = tmp / "tiny"
+    proc = run(["write-checkpoint", "tiny-256", str(out), "--json"], tmp)
+    assert json.loads(proc.stdout)["checkpoint"] == str(out)
+    return out
+
+
+def test_demo_writes_its_outputs_and_reuses_the_cached_model(tmp_path):
+    proc = run(["demo", "--json", "--out", str(tmp_path / "demo")], tmp_path)
+    payload = json.loads(proc.stdout)
+    for path in payload["outputs"].values():
+        assert Image.open(path).size[0] > 0
+    assert payload["codes_shape"] == [4, 4, 4]
+    mtime = os.path.getmtime(os.path.join(payload["checkpoint"], "config.json"))
+    again = json.loads(run(["demo", "--json", "--out", str(tmp_path / "d2")], tmp_path).stdout)
+    assert again["caption_tokens"] == payload["caption_tokens"]
+    assert os.path.getmtime(os.path.join(payload["checkpoint"], "config.json")) == mtime
+
+
+def test_caption_generate_encode_decode(ckpt, tmp_path):
+    img = tmp_path / "in.png"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(img)
+    cap = json.loads(
+        run(["caption", str(ckpt), str(img), "--max-new-tokens", "4", "--json"], tmp_path).stdout
+    )
+    assert isinstance(cap["text"], str) and len(cap["token_ids"]) <= 4
+    gen = json.loads(
+        run(
+            ["generate", str(ckpt), "a cat", "--out", str(tmp_path / "g"), "--seed", "3", "--json"],
+            tmp_path,
+        ).stdout
+    )
+    assert len(gen["files"]) == 1 and Image.open(gen["files"][0]).size == (32, 32)
+    codes = tmp_path / "codes.npy"
+    run(["encode", str(ckpt), str(img), "--out", str(codes)], tmp_path)
+    assert np.load(codes).shape == (4, 4, 4)
+    out = tmp_path / "back.png"
+    run(["decode", str(ckpt), str(codes), "--out", str(out)], tmp_path)
+    assert Image.open(out).size == (32, 32)
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path):
+    proc = run(["caption", str(tmp_path / "missing"), "x.png"], tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("vilau-rt: error:") and "does not exist" in proc.stderr
+
+
+def test_help_lists_every_command(tmp_path):
+    out = run(["--help"], tmp_path).stdout
+    for cmd in ("demo", "caption", "generate", "encode", "decode", "write-checkpoint"):
+        assert cmd in out

@@ -1,0 +1,244 @@
+"""``vilau-rt``: the command line.
+
+vilau-rt demo                              tiny built-in model: caption one image, generate one
+vilau-rt caption CKPT IMAGE [--prompt P]   describe an image
+vilau-rt generate CKPT PROMPT --out DIR    text -> PNG files
+vilau-rt encode CKPT IMAGE --out F.npy     image -> RVQ codes
+vilau-rt decode CKPT F.npy --out F.png     RVQ codes -> image
+vilau-rt write-checkpoint PRESET OUT       random-weight checkpoint in the official layout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VilaURTError
+
+DEMO_PRESET = "tiny-256"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VILAU_RT_CACHE", Path.home() / ".cache" / "vilau_rt"))
+
+
+def _pipeline(args):
+    import torch
+
+    from .pipeline import Pipeline
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    return Pipeline.from_pretrained(
+        args.checkpoint, device=args.device, dtype=dtype, siglip_config=args.siglip_config
+    )
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="pos", disable=quiet, file=sys.stderr)
+    return bar, (lambda i: bar.update(1))
+
+
+def _emit(args, payload: dict, human: str) -> None:
+    print(json.dumps(payload) if args.json else human)
+
+
+def cmd_caption(args) -> None:
+    pipe = _pipeline(args)
+    res = pipe.generate(
+        args.prompt or "Please describe this image in detail.",
+        images=[args.image],
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    _emit(args, {"text": res.text, "token_ids": res.token_ids, "stats": res.stats}, res.text)
+
+
+def cmd_generate(args) -> None:
+    pipe = _pipeline(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bar, tick = _progress(args.num_images and pipe.cfg.tokens_per_image, "image", args.json)
+    with bar:
+        images = pipe.generate_image(
+            args.prompt, cfg_scale=args.cfg_scale, seed=args.seed, num_images=args.num_images,
+            progress=tick,
+        )  # fmt: skip
+    paths = []
+    for i, im in enumerate(images):
+        p = out / f"image_{i:03d}.png"
+        im.save(p)
+        paths.append(str(p))
+    _emit(args, {"files": paths, "stats": pipe.stats}, "\n".join(paths))
+
+
+def cmd_encode(args) -> None:
+    pipe = _pipeline(args)
+    codes = pipe.encode_image(args.image)
+    np.save(args.out, codes)
+    _emit(args, {"file": args.out, "shape": list(codes.shape)}, f"{args.out} {codes.shape}")
+
+
+def cmd_decode(args) -> None:
+    pipe = _pipeline(args)
+    image = pipe.decode_codes(np.load(args.codes))
+    images = image if isinstance(image, list) else [image]
+    out = Path(args.out)
+    paths = []
+    for i, im in enumerate(images):
+        p = out if len(images) == 1 else out.with_name(f"{out.stem}_{i:03d}{out.suffix}")
+        im.save(p)
+        paths.append(str(p))
+    _emit(args, {"files": paths}, "\n".join(paths))
+
+
+def cmd_write_checkpoint(args) -> None:
+    import torch
+    from vilau_export.checkpoint_writer import write_checkpoint
+
+    from .config import preset
+
+    path = write_checkpoint(
+        preset(args.preset), args.out, seed=args.seed, dtype=getattr(torch, args.dtype),
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    _emit(args, {"checkpoint": str(path)}, f"wrote {args.preset} checkpoint to {path}")
+
+
+def demo_image() -> np.ndarray:
+    """A 64x64 test card: a colour gradient with a filled circle."""
+    y, x = np.mgrid[0:64, 0:64]
+    img = np.stack([x * 4, y * 4, 255 - x * 2], axis=-1).astype(np.uint8)
+    img[(x - 32) ** 2 + (y - 32) ** 2 < 15**2] = (240, 200, 40)
+    return img
+
+
+def cmd_demo(args) -> None:
+    from PIL import Image
+    from vilau_export.checkpoint_writer import write_checkpoint
+
+    from .config import preset
+    from .pipeline import Pipeline
+
+    ckpt = cache_dir() / f"demo-{DEMO_PRESET}"
+    if not (ckpt / "config.json").exists():
+        print(f"writing the built-in {DEMO_PRESET} random-weight model to {ckpt} (once)",
+              file=sys.stderr)  # fmt: skip
+        write_checkpoint(preset(DEMO_PRESET), ckpt, seed=0, overwrite=True)
+    pipe = Pipeline.from_pretrained(ckpt, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    src = out / "demo_input.png"
+    Image.fromarray(demo_image()).save(src)
+    res = pipe.generate("What is shown in this image?", images=[src], max_new_tokens=16)
+    codes = pipe.encode_image(src)
+    recon = pipe.decode_codes(codes)
+    recon.save(out / "demo_reconstruction.png")
+    bar, tick = _progress(pipe.cfg.tokens_per_image, "generating", args.json)
+    with bar:
+        gen = pipe.generate_image("a red apple on a wooden table", seed=0, progress=tick)[0]
+    gen.save(out / "demo_generated.png")
+    payload = {
+        "checkpoint": str(ckpt),
+        "device": str(pipe.device),
+        "caption": res.text,
+        "caption_tokens": res.token_ids,
+        "codes_shape": list(codes.shape),
+        "outputs": {
+            "input": str(src),
+            "reconstruction": str(out / "demo_reconstruction.png"),
+            "generated": str(out / "demo_generated.png"),
+        },
+    }
+    human = "\n".join(
+        [
+            f"model       {ckpt} (random weights: the text and pictures are noise, the plumbing is real)",
+            f"device      {pipe.device}",
+            f"caption     {res.text!r} ({len(res.token_ids)} tokens) for {src}",
+            f"tokenizer   {src} -> codes {list(codes.shape)} -> {out / 'demo_reconstruction.png'}",
+            f"generation  'a red apple on a wooden table' -> {out / 'demo_generated.png'}",
+        ]
+    )
+    _emit(args, payload, human)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vilau-rt",
+        description="VILA-U inference runtime: understanding and generation from the command line.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, checkpoint=True):
+        if checkpoint:
+            sp.add_argument("checkpoint", help="VILA-U checkpoint folder (official layout)")
+            sp.add_argument("--siglip-config", help="folder with the SigLIP config.json, when "
+                            "the checkpoint names a tower not shipped with vilau_rt")  # fmt: skip
+            sp.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                            help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+        sp.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+        sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+
+    sp = sub.add_parser("demo", help="run the built-in tiny model end to end")
+    common(sp, checkpoint=False)
+    sp.add_argument("--out", default="vilau_rt_demo", help="folder for the demo's pictures")
+    sp.set_defaults(fn=cmd_demo)
+
+    sp = sub.add_parser("caption", help="describe an image")
+    common(sp)
+    sp.add_argument("image", help="image file")
+    sp.add_argument("--prompt", help="question or instruction (default: describe the image)")
+    sp.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit")
+    sp.add_argument("--seed", type=int, help="random seed (sampling only)")
+    sp.set_defaults(fn=cmd_caption)
+
+    sp = sub.add_parser("generate", help="text -> images (PNG files)")
+    common(sp)
+    sp.add_argument("prompt", help="what to draw")
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--num-images", type=int, default=1, help="images to generate")
+    sp.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance")
+    sp.add_argument("--seed", type=int, help="random seed; the same seed gives the same images")
+    sp.set_defaults(fn=cmd_generate)
+
+    sp = sub.add_parser("encode", help="image -> RVQ codes (.npy, int64 [h, w, D])")
+    common(sp)
+    sp.add_argument("image", help="image file")
+    sp.add_argument("--out", required=True, help="output .npy file")
+    sp.set_defaults(fn=cmd_encode)
+
+    sp = sub.add_parser("decode", help="RVQ codes (.npy) -> image (.png)")
+    common(sp)
+    sp.add_argument("codes", help=".npy file of codes [h, w, D] or [N, h, w, D]")
+    sp.add_argument("--out", required=True, help="output .png file")
+    sp.set_defaults(fn=cmd_decode)
+
+    sp = sub.add_parser("write-checkpoint", help="write a random-weight checkpoint of a preset")
+    sp.add_argument("preset", help="tiny-256, 7b-256 or 7b-384")
+    sp.add_argument("out", help="output folder")
+    sp.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+    sp.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    sp.set_defaults(fn=cmd_write_checkpoint)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (VilaURTError, FileExistsError) as e:
+        print(f"vilau-rt: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
