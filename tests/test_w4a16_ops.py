@@ -35,10 +35,14 @@ def pack(values: torch.Tensor) -> torch.Tensor:
 
 
 def ref_weight(codes, zeros, scales, group_size) -> torch.Tensor:
-    """W_T [K, N] in float64 from codes [K, N], zeros [K/G, N], scales [K/G, N]."""
+    """W_T [K, N] in float64 from codes [K, N], zeros [K/G, N], scales [K/G, N].
+
+    The format's weight is AutoAWQ's fp16 dequantization, (code - zero) * scale rounded once
+    to float16; the product itself is exact in float64, so rounding it gives that value.
+    """
     z = zeros.double().repeat_interleave(group_size, 0)
     s = scales.double().repeat_interleave(group_size, 0)
-    return (codes.double() - z) * s
+    return ((codes.double() - z) * s).half().double()
 
 
 def make_layer(seed: int, k: int, n: int, group_size: int, with_bias: bool):

@@ -18,6 +18,13 @@ from pathlib import Path
 
 import torch
 
+from .awq import (
+    AWQConfig,
+    load_awq_state,
+    quantized_linear_names,
+    read_awq_config,
+    replace_linears_with_w4a16,
+)
 from .config import read_config
 from .errors import CheckpointError
 from .model import VilaU
@@ -43,7 +50,6 @@ IGNORED = {
         r"|rqvaesiglip\.(siglip_model\.)?logit_(scale|bias)"
         r"|rqvaesiglip\.quantizer\.codebooks\.\d+\.(cluster_size_ema|embed_ema)"
     ),
-    "llm": re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
     "mm_projector": re.compile(r"$^"),
 }
 _ENCODER_LAYER = re.compile(r"rqvaesiglip\.siglip_model\.vision_model\.encoder\.layers\.(\d+)\.")
@@ -78,14 +84,23 @@ def load_vilau(
     """
     root = Path(path)
     cfg = read_config(root, siglip_config)
+    awq = read_awq_config(root / "llm")  # an AutoAWQ-format llm/ (ours or AutoAWQ's own)
     with torch.device("meta"):
         model = VilaU(cfg)
-    expected = {k: v for k, v in model.state_dict().items()}
+        if awq is not None:
+            replace_linears_with_w4a16(model.llm, awq)
+    expected = dict(model.state_dict())
     sources = {f: TensorSource(root / f) for f in ("vision_tower", "llm", "mm_projector")}
     state: dict[str, torch.Tensor] = {}
     used_layers = cfg.vision.num_hidden_layers + cfg.select_layer + 1
 
     skipped = [] if ignored is None else ignored
+    llm_expected = {k[4:]: v for k, v in expected.items() if k.startswith("llm.")}
+    quantized = quantized_linear_names(model.llm, awq) if awq is not None else []
+    llm_state = load_awq_state(
+        sources.pop("llm"), llm_expected, awq or AWQConfig(), quantized, dtype, device
+    )
+    state.update({"llm." + k: v for k, v in llm_state.items()})
     for folder, src in sources.items():
         for key in src.names():
             m = _ENCODER_LAYER.match(key)
@@ -105,7 +120,7 @@ def load_vilau(
                     f"unexpected tensor {key!r} in {src.file_of(key)}: this VILA-U configuration "
                     "has no such weight (wrong config.json for these weights?)"
                 )
-            state[name] = _convert(src, key, expected[name], dtype, device)
+            state[name] = src.get_float(key, expected[name], dtype, device)
 
     if "llm.lm_head.weight" not in state and cfg.llm.tie_word_embeddings:
         state["llm.lm_head.weight"] = state.get("llm.model.embed_tokens.weight")
@@ -119,20 +134,6 @@ def load_vilau(
         raise CheckpointError(f"checkpoint {root} lacks tensors: {', '.join(lines)}{more}")
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
-
-
-def _convert(src: TensorSource, key: str, like: torch.Tensor, dtype, device) -> torch.Tensor:
-    stored_dtype, shape = src.meta(key)
-    if tuple(shape) != tuple(like.shape):
-        raise CheckpointError(
-            f"tensor {key!r} in {src.file_of(key)} has shape {list(shape)}, the config implies "
-            f"{list(like.shape)}"
-        )
-    if not stored_dtype.is_floating_point:
-        raise CheckpointError(
-            f"tensor {key!r} in {src.file_of(key)} is {stored_dtype}; a float weight is expected"
-        )
-    return src.get(key).to(device=device, dtype=dtype)
 
 
 def _check_shared_copy(src: TensorSource, key: str) -> None:

@@ -160,3 +160,19 @@ class TensorSource:
         if key not in self.where:
             raise CheckpointError(f"{self.folder} has no tensor {key!r}")
         return self.files[self.where[key]].get(key)
+
+    def get_float(self, key: str, like: torch.Tensor, dtype, device) -> torch.Tensor:
+        """Float weight ``key``, checked against the shape of ``like``, in ``dtype`` on ``device``
+        (a mapped view when nothing changes, else converted one tensor at a time)."""
+        stored_dtype, shape = self.meta(key)
+        if tuple(shape) != tuple(like.shape):
+            raise CheckpointError(
+                f"tensor {key!r} in {self.file_of(key)} has shape {list(shape)}, the config "
+                f"implies {list(like.shape)}"
+            )
+        if not stored_dtype.is_floating_point:
+            raise CheckpointError(
+                f"tensor {key!r} in {self.file_of(key)} is {stored_dtype}; a float weight is "
+                "expected"
+            )
+        return self.get(key).to(device=device, dtype=dtype)

@@ -77,6 +77,16 @@ inline Half from_float<Half>(float v) {
   return Half{static_cast<uint16_t>(sign | h)};
 }
 
+//! @p v rounded to the nearest float16 value (ties to even), returned as float32. The fast path
+//! rounds the mantissa to 10 bits in place; values below the smallest normal half take the
+//! exact conversion.
+inline float round_to_half(float v) {
+  uint32_t u = float_bits(v);
+  if ((u & 0x7fffffffu) < 0x38800000u) return to_float(from_float<Half>(v));
+  u += 0xfffu + ((u >> 13) & 1u);
+  return bits_float(u & 0xffffe000u);
+}
+
 //! Round to nearest, ties to even; nan stays a quiet nan.
 template <>
 inline BFloat16 from_float<BFloat16>(float v) {

@@ -15,6 +15,9 @@ __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
+//! @p v rounded to the nearest float16 value, as float32 (AutoAWQ dequantizes in fp16).
+__device__ __forceinline__ float round_to_half(float v) { return __half2float(__float2half_rn(v)); }
+
 template <class T>
 __device__ __forceinline__ T from_float(float v);
 template <>

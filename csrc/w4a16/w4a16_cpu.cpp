@@ -32,12 +32,14 @@ void load_group(const int32_t* qzeros, const Half* scales, int64_t g, int64_t n,
   for (int64_t i = 0; i < n_words * 8; ++i) scale[i] = to_float(scales[g * n + word0 * 8 + i]);
 }
 
-//! W_T values of row i for one chunk: (code - zero) * scale, exact in float32.
+//! W_T values of row i for one chunk: (code - zero) * scale rounded to float16, the weight the
+//! AutoAWQ format defines (its reference dequantizes in fp16). The product is exact in float32,
+//! so one rounding gives exactly the fp16 product.
 void dequant_row(const int32_t* qweight, int64_t i, int64_t n, int64_t word0, int64_t n_words,
                  const float* zero, const float* scale, float* dst) {
   unpack_codes(qweight + i * (n / 8), word0, n_words, dst);
 #pragma omp simd
-  for (int64_t c = 0; c < n_words * 8; ++c) dst[c] = (dst[c] - zero[c]) * scale[c];
+  for (int64_t c = 0; c < n_words * 8; ++c) dst[c] = round_to_half((dst[c] - zero[c]) * scale[c]);
 }
 
 constexpr int64_t kMicroRows = 4;  //!< rows of the GEMM register block (4 x 8 accumulators)

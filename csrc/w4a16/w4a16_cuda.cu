@@ -27,7 +27,8 @@ __global__ void w4a16_dequantize_kernel(const int32_t* __restrict__ qweight,
   for (int j = 0; j < 8; ++j) {
     const int64_t col = word * 8 + j;
     const float s = __half2float(scales[g * n + col]);
-    w_t[i * n + col] = from_float<T>(static_cast<float>(awq_unpack(q, j) - awq_unpack(z, j)) * s);
+    const float w = static_cast<float>(awq_unpack(q, j) - awq_unpack(z, j)) * s;
+    w_t[i * n + col] = from_float<T>(round_to_half(w));
   }
 }
 

@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           const float s = __half2float(scales[g * n + word * 8 + j]);
-          ws[kk][tw * 8 + j] = static_cast<float>(awq_unpack(q, j) - awq_unpack(z, j)) * s;
+          const float w = static_cast<float>(awq_unpack(q, j) - awq_unpack(z, j)) * s;
+          ws[kk][tw * 8 + j] = round_to_half(w);
         }
       } else {
 #pragma unroll

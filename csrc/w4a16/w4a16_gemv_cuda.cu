@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads)
       float wv[8];
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        wv[j] = (static_cast<float>(awq_unpack(q, j)) - zero[j]) * scale[j];
+        wv[j] = round_to_half((static_cast<float>(awq_unpack(q, j)) - zero[j]) * scale[j]);
       }
 #pragma unroll
       for (int r = 0; r < M; ++r) {

@@ -1,0 +1,121 @@
+"""``vilau-rt quantize``: a VILA-U checkpoint -> the same checkpoint with an AWQ INT4 ``llm/``.
+
+The vision tower and the projector are copied untouched; ``llm/`` is quantized block by block by
+``vilau_export.awq`` into the AutoAWQ GEMM format (readable by AutoAWQ, vLLM, transformers and
+us). The output appears only when complete (temporary folder, renamed at the end). When done,
+the quantized LLM is compared with the float one on held-out texts (not the calibration set):
+mean KL(float || quantized) of the next-token distributions and the perplexity ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from vilau_rt.awq import AWQConfig, load_llm
+from vilau_rt.errors import CheckpointNotFoundError
+from vilau_rt.tokenizer import Tokenizer
+
+from .awq import AWQSearchConfig, quantize_llm_folder, read_calib_texts
+
+HELD_OUT = resources.files("vilau_rt") / "data" / "texts.txt"
+
+
+def quantize_checkpoint(
+    ckpt: str | Path,
+    out: str | Path,
+    *,
+    group_size: int = 128,
+    zero_point: bool = True,
+    calib: str | Path | None = None,
+    search: AWQSearchConfig | None = None,
+    progress: Callable | None = None,
+) -> Path:
+    ckpt, out = Path(ckpt), Path(out)
+    for part in ("config.json", "llm", "vision_tower", "mm_projector"):
+        if not (ckpt / part).exists():
+            raise CheckpointNotFoundError(
+                f"{ckpt / part} not found: {ckpt} is not a VILA-U checkpoint"
+            )
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose a new output folder or remove it")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        shutil.copy2(ckpt / "config.json", tmp / "config.json")
+        shutil.copytree(ckpt / "vision_tower", tmp / "vision_tower")
+        shutil.copytree(ckpt / "mm_projector", tmp / "mm_projector")
+        tok = Tokenizer.from_folder(ckpt / "llm")
+        quantize_llm_folder(
+            ckpt / "llm",
+            tmp / "llm",
+            AWQConfig(group_size=group_size, zero_point=zero_point),
+            texts=read_calib_texts(calib),
+            search=search,
+            encode=lambda text: tok.encode(text, add_bos=True),
+            progress=progress,
+        )
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _compare_dtype(folder: Path) -> torch.dtype:
+    """float32 where the float model fits comfortably in RAM (< 2B parameters), else bfloat16."""
+    import json
+
+    c = json.loads((folder / "config.json").read_text())
+    h, n_layers = c["hidden_size"], c["num_hidden_layers"]
+    params = n_layers * (4 * h * h + 3 * h * c["intermediate_size"]) + 2 * c["vocab_size"] * h
+    return torch.float32 if params < 2e9 else torch.bfloat16
+
+
+@torch.no_grad()
+def _log_probs(folder: Path, ids: list[list[int]], dtype: torch.dtype) -> list[torch.Tensor]:
+    llm = load_llm(folder, dtype=dtype)
+    out = []
+    for seq in ids:
+        t = torch.tensor([seq])
+        hidden = llm(llm.embed(t), torch.arange(len(seq))[None])
+        out.append(torch.log_softmax(llm.logits(hidden[0, :-1]).double(), dim=-1))
+    del llm
+    return out
+
+
+def compare_llms(float_llm: Path, quant_llm: Path, texts: list[str] | None = None) -> dict:
+    """Mean KL(float || quant) per predicted token and perplexities on held-out texts.
+
+    The float model runs first and is freed before the quantized one loads, so peak memory is
+    one model plus the log-probabilities.
+    """
+    tok = Tokenizer.from_folder(float_llm)
+    texts = texts or [t for t in HELD_OUT.read_text().splitlines() if t.strip()]
+    ids = [s for s in (tok.encode(t, add_bos=True) for t in texts) if len(s) > 1]
+    dtype = _compare_dtype(float_llm)
+    ref = _log_probs(float_llm, ids, dtype)
+    got = _log_probs(quant_llm, ids, dtype)
+    kl, nll_f, nll_q, n = 0.0, 0.0, 0.0, 0
+    for seq, lf, lq in zip(ids, ref, got):
+        target = torch.tensor(seq[1:])
+        kl += float((lf.exp() * (lf - lq)).sum())
+        rows = torch.arange(len(target))
+        nll_f -= float(lf[rows, target].sum())
+        nll_q -= float(lq[rows, target].sum())
+        n += len(target)
+    ppl_f, ppl_q = float(torch.tensor(nll_f / n).exp()), float(torch.tensor(nll_q / n).exp())
+    return {
+        "texts": len(ids),
+        "tokens": n,
+        "mean_kl": kl / n,
+        "perplexity_float": ppl_f,
+        "perplexity_quantized": ppl_q,
+        "perplexity_ratio": ppl_q / ppl_f,
+    }

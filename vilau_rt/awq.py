@@ -1,0 +1,577 @@
+"""AWQ INT4 weights: AutoAWQ's GEMM format, its quantizer arithmetic, ``W4A16Linear`` and loading.
+
+The format is the one AutoAWQ ``save_quantized`` writes and vLLM, transformers and TensorRT-LLM
+read (K = in_features, N = out_features, G = group_size):
+
+| tensor  | dtype   | shape     | content                                                     |
+|---------|---------|-----------|-------------------------------------------------------------|
+| qweight | int32   | [K, N/8]  | codes 0..15, eight output columns per word (order below)    |
+| qzeros  | int32   | [K/G, N/8]| zero points 0..15, packed like qweight                      |
+| scales  | float16 | [K/G, N]  | one scale per (group, output column)                        |
+| bias    | float16 | [N]       | only if the float linear had one                            |
+
+W_T[i, o] = (code[i, o] - zero[i // G, o]) * scale[i // G, o], and y = x @ W_T + bias.
+Nibble k (bits 4k..4k+3) of a word holds column ``8c + PACK_ORDER[k]`` of its group of eight.
+Older AutoAWQ "GEMV" checkpoints (qweight [N, K/8], packed along K in plain order) are read by
+``unpack_gemv`` and repacked to GEMM at load time.
+
+A symmetric quantizer (``zero_point=False``, q in [-8, 7]) is stored in the same layout with
+code = q + 8 and an explicit zero point of 8, so every GEMM reader decodes it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import ops
+from .errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from .llama import LlamaConfig, LlamaForCausalLM
+from .safetensors_io import DTYPE_NAMES, TensorSource
+
+# Nibble k of a packed word holds column 8c + PACK_ORDER[k]; column 8c + j sits in nibble
+# UNPACK_ORDER[j]. AutoAWQ interleaves so that its CUDA kernel can dequantize 8 values with
+# two shifts into paired fp16 lanes.
+PACK_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+UNPACK_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
+SHIFTS = tuple(range(0, 32, 4))
+
+SUPPORTED_GROUP_SIZES = (32, 64, 128)
+# The linears AutoAWQ quantizes in a LLaMA block; lm_head and the embeddings stay float.
+LLAMA_QUANT_LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+QUANT_BUFFERS = ("qweight", "qzeros", "scales")
+
+
+# ---------------------------------------------------------------------------- config
+
+
+# Keys transformers' AwqConfig writes that say how to *run* the model, not how it is stored.
+_HF_RUNTIME_KEYS = {"backend", "do_fuse", "fuse_max_seq_len", "modules_to_fuse", "exllama_config"}
+
+
+@dataclass
+class AWQConfig:
+    bits: int = 4
+    group_size: int = 128
+    zero_point: bool = True  # False: symmetric, stored as code = q + 8 with zero point 8
+    version: str = "gemm"  # storage layout: "gemm" (what we write) or "gemv" (read only)
+    modules_to_not_convert: list[str] | None = None  # substrings of module names kept float
+
+    def __post_init__(self):
+        if self.bits != 4:
+            raise ConfigError(f"AWQ bits={self.bits} is not supported: only 4-bit weights")
+        if self.group_size not in SUPPORTED_GROUP_SIZES:
+            raise ConfigError(
+                f"AWQ group_size={self.group_size} is not supported: use one of "
+                f"{SUPPORTED_GROUP_SIZES} (128 is AutoAWQ's default)"
+            )
+        self.version = str(self.version).lower()
+        if self.version not in ("gemm", "gemv"):
+            raise ConfigError(
+                f"AWQ version={self.version!r} is not supported: 'gemm' (or 'gemv' to read old "
+                "AutoAWQ checkpoints); Marlin/exllama layouts must be converted with AutoAWQ first"
+            )
+
+    @classmethod
+    def from_hf(cls, d: dict) -> AWQConfig:
+        """From HF ``quantization_config`` or an old AutoAWQ ``quant_config.json`` dict."""
+        d = dict(d)
+        method = d.pop("quant_method", "awq")
+        if str(method).lower() != "awq":
+            raise ConfigError(
+                f"quantization_config quant_method={method!r} is not AWQ; only 'awq' is supported"
+            )
+        old = {"w_bit": "bits", "q_group_size": "group_size"}
+        for o, new in old.items():
+            if o in d:
+                if new in d and d[new] != d[o]:
+                    raise ConfigError(f"AWQ config gives both {o}={d[o]} and {new}={d[new]}")
+                d[new] = d.pop(o)
+        for k in _HF_RUNTIME_KEYS:
+            d.pop(k, None)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"AWQ config has unknown keys {unknown}; known: {sorted(known | set(old))}"
+            )
+        return cls(**d)
+
+    def to_hf(self) -> dict:
+        """The ``quantization_config`` entry of an HF ``config.json``."""
+        return {
+            "quant_method": "awq",
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "zero_point": self.zero_point,
+            "version": self.version,
+            "modules_to_not_convert": self.modules_to_not_convert,
+        }
+
+    def converts(self, module_name: str) -> bool:
+        """Whether ``module_name`` is quantized; substring match, as transformers and AutoAWQ
+        interpret ``modules_to_not_convert`` (exact matching would misread their checkpoints)."""
+        return not any(s in module_name for s in self.modules_to_not_convert or ())
+
+
+def read_awq_config(folder: str | Path) -> AWQConfig | None:
+    """AWQ settings of an HF model folder: ``config.json`` -> ``quantization_config``, else an
+    old ``quant_config.json`` beside it; None when the folder holds a float model."""
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"{path} not found: not a Hugging Face model folder")
+    cfg = _read_json(path)
+    if cfg.get("quantization_config") is not None:
+        try:
+            return AWQConfig.from_hf(cfg["quantization_config"])
+        except ConfigError as e:
+            raise ConfigError(f"{path} quantization_config: {e}") from e
+    old = folder / "quant_config.json"
+    if old.is_file():
+        try:
+            return AWQConfig.from_hf(_read_json(old))
+        except ConfigError as e:
+            raise ConfigError(f"{old}: {e}") from e
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+
+
+# ---------------------------------------------------------------------------- packing
+
+
+def _pack_rows(values: torch.Tensor) -> torch.Tensor:
+    """int [R, N] in 0..15 -> int32 [R, N/8] in AutoAWQ's interleaved nibble order."""
+    r, n = values.shape
+    v = values.to(torch.int64).reshape(r, n // 8, 8)[:, :, list(PACK_ORDER)]
+    word = (v << torch.tensor(SHIFTS, dtype=torch.int64, device=v.device)).sum(-1)
+    # int32 holds the raw bit pattern: a word whose top nibble is >= 8 reads as negative.
+    return torch.where(word >= 2**31, word - 2**32, word).to(torch.int32)
+
+
+def _unpack_rows(words: torch.Tensor, order=UNPACK_ORDER) -> torch.Tensor:
+    """int32 [R, W] -> uint8 [R, 8W]; column 8c + j comes from nibble order[j]."""
+    w = words.to(torch.int64) & 0xFFFFFFFF  # as uint32, so the shifts see no sign bits
+    nib = (w.unsqueeze(-1) >> torch.tensor(SHIFTS, dtype=torch.int64, device=w.device)) & 0xF
+    return nib[:, :, list(order)].reshape(words.shape[0], -1).to(torch.uint8)
+
+
+def pack_gemm(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor):
+    """codes [K, N], zeros [K/G, N] (integers 0..15), scales [K/G, N]
+    -> (qweight int32 [K, N/8], qzeros int32 [K/G, N/8], scales float16 [K/G, N])."""
+    if codes.dim() != 2 or codes.shape[1] % 8:
+        raise ValueError(
+            f"codes must be [K, N] with N a multiple of 8, got {tuple(codes.shape)}; "
+            "pad out_features or keep this layer float (modules_to_not_convert)"
+        )
+    k, n = codes.shape
+    if zeros.dim() != 2 or zeros.shape[1] != n or zeros.shape[0] < 1 or k % zeros.shape[0]:
+        raise ValueError(f"zeros must be [K/G, N] for codes {(k, n)}, got {tuple(zeros.shape)}")
+    if tuple(scales.shape) != tuple(zeros.shape):
+        raise ValueError(f"scales {tuple(scales.shape)} must match zeros {tuple(zeros.shape)}")
+    for name, t in (("codes", codes), ("zeros", zeros)):
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) > 15):
+            raise ValueError(
+                f"{name} must lie in 0..15, got {int(t.min())}..{int(t.max())} "
+                "(symmetric codes are stored as q + 8)"
+            )
+    return _pack_rows(codes), _pack_rows(zeros), scales.to(torch.float16).contiguous()
+
+
+def unpack_gemm(qweight: torch.Tensor, qzeros: torch.Tensor):
+    """(qweight int32 [K, N/8], qzeros int32 [K/G, N/8]) -> (codes uint8 [K, N], zeros [K/G, N])."""
+    for name, t in (("qweight", qweight), ("qzeros", qzeros)):
+        if t.dtype != torch.int32 or t.dim() != 2:
+            raise TypeError(f"{name} must be a 2-D int32 tensor, got {t.dtype} {tuple(t.shape)}")
+    return _unpack_rows(qweight), _unpack_rows(qzeros)
+
+
+def dequantize_gemm(
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    dtype: torch.dtype = torch.float16,
+) -> torch.Tensor:
+    """W_T [K, N] = (code - zero) * scale, computed in ``dtype``. float16 reproduces AutoAWQ's
+    dequantization bit for bit (the product is rounded to fp16); float32 is exact."""
+    codes, zeros = unpack_gemm(qweight, qzeros)
+    k = codes.shape[0]
+    if group_size < 1 or k % group_size or zeros.shape[0] != k // group_size:
+        raise ValueError(
+            f"group_size={group_size} does not fit qweight {tuple(qweight.shape)} and "
+            f"qzeros {tuple(qzeros.shape)}"
+        )
+    z = zeros.to(dtype).repeat_interleave(group_size, 0)
+    s = scales.to(dtype).repeat_interleave(group_size, 0)
+    return (codes.to(dtype) - z) * s
+
+
+def unpack_gemv(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int):
+    """AutoAWQ GEMV buffers -> (codes [K, N], zeros [K/G, N], scales float16 [K/G, N]).
+
+    GEMV: qweight [N, K/8] packed along K in plain order (nibble k = column 8c + k); qzeros
+    [N, Wz] with group g in word g // 8, nibble g % 8; scales [N, Wz * 8] whose columns past
+    K/G are padding.
+    """
+    n, k8 = qweight.shape
+    k = k8 * 8
+    if group_size < 1 or k % group_size:
+        raise ValueError(f"group_size={group_size} does not divide in_features {k} (GEMV qweight)")
+    groups = k // group_size
+    if qzeros.shape[0] != n or qzeros.shape[1] * 8 < groups or scales.shape[0] != n:
+        raise ValueError(
+            f"GEMV qzeros {tuple(qzeros.shape)} / scales {tuple(scales.shape)} do not fit "
+            f"qweight {tuple(qweight.shape)} with group_size {group_size}"
+        )
+    plain = tuple(range(8))
+    codes = _unpack_rows(qweight, plain)  # [N, K]
+    zeros = _unpack_rows(qzeros, plain)[:, :groups]  # [N, K/G]
+    return (
+        codes.t().contiguous(),
+        zeros.t().contiguous(),
+        scales[:, :groups].t().half().contiguous(),
+    )
+
+
+# ---------------------------------------------------------------------------- quantizer
+
+
+def quantize_tensor(
+    w: torch.Tensor,
+    group_size: int,
+    zero_point: bool = True,
+    compute_dtype: torch.dtype = torch.float16,
+):
+    """AutoAWQ's pseudo-quantizer on w [N, K] -> (codes uint8 [N, K], zeros uint8 [N, K/G],
+    scales float16 [N, K/G]), one group = ``group_size`` consecutive input columns.
+
+    zero_point: scale = max(max - min, 1e-5) / 15, zero = clamp(-round(min / scale), 0, 15),
+    code = clamp(round(w / scale) + zero, 0, 15). Symmetric: scale = max(max|w|, 1e-5) / 7,
+    q = clamp(round(w / scale), -8, 7), stored as code = q + 8 with zero 8. ``round`` is half to
+    even. Every op is rounded to ``compute_dtype``: float16 (AutoAWQ's arithmetic) is needed for
+    bit-identical codes; float32 flips up to ~1% of them.
+    """
+    if w.dim() != 2 or group_size < 1 or w.shape[1] % group_size:
+        raise ValueError(
+            f"weight {tuple(w.shape)} cannot be split into groups of {group_size} input columns; "
+            "use a group_size that divides in_features or keep this layer float"
+        )
+    n, k = w.shape
+    g = w.to(compute_dtype).reshape(-1, group_size)
+    if zero_point:
+        hi = g.amax(dim=1, keepdim=True)
+        lo = g.amin(dim=1, keepdim=True)
+        scales = (hi - lo).clamp(min=1e-5) / 15
+        zeros = (-torch.round(lo / scales)).clamp(0, 15)
+        codes = torch.clamp(torch.round(g / scales) + zeros, 0, 15)
+    else:
+        scales = g.abs().amax(dim=1, keepdim=True).clamp(min=1e-5) / 7
+        zeros = torch.full_like(scales, 8)
+        codes = torch.clamp(torch.round(g / scales), -8, 7) + 8
+    return (
+        codes.reshape(n, k).to(torch.uint8),
+        zeros.reshape(n, -1).to(torch.uint8),
+        scales.reshape(n, -1).to(torch.float16),
+    )
+
+
+def fake_quantize(
+    w: torch.Tensor,
+    group_size: int,
+    zero_point: bool = True,
+    compute_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Q(w): quantize then dequantize [N, K], returned in w's dtype (the AWQ search's inner step)."""
+    dtype = compute_dtype or w.dtype
+    codes, zeros, scales = quantize_tensor(w, group_size, zero_point, dtype)
+    n, k = w.shape
+    c = codes.to(dtype).reshape(n, -1, group_size)
+    deq = (c - zeros.to(dtype).unsqueeze(-1)) * scales.to(dtype).unsqueeze(-1)
+    return deq.reshape(n, k).to(w.dtype)
+
+
+# ---------------------------------------------------------------------------- module
+
+
+class W4A16Linear(nn.Module):
+    """y = x @ W_T + bias with W_T stored as AutoAWQ GEMM INT4 buffers.
+
+    | name    | shape      | dtype                          |
+    |---------|------------|--------------------------------|
+    | x       | [..., K]   | float32 / float16 / bfloat16   |
+    | returns | [..., N]   | x's dtype                      |
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        group_size: int,
+        bias: bool = False,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        if group_size < 1 or in_features % group_size:
+            raise ValueError(
+                f"in_features={in_features} is not a multiple of group_size={group_size}; "
+                "pick a group_size that divides it or keep this layer float"
+            )
+        if out_features % 8:
+            raise ValueError(
+                f"out_features={out_features} is not a multiple of 8 (8 codes per int32 word); "
+                "keep this layer float (modules_to_not_convert)"
+            )
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        groups = in_features // group_size
+        kw = {"device": device}
+        self.register_buffer(
+            "qweight", torch.zeros(in_features, out_features // 8, dtype=torch.int32, **kw)
+        )
+        self.register_buffer(
+            "qzeros", torch.zeros(groups, out_features // 8, dtype=torch.int32, **kw)
+        )
+        self.register_buffer("scales", torch.zeros(groups, out_features, dtype=torch.float16, **kw))
+        self.register_buffer(
+            "bias", torch.zeros(out_features, dtype=torch.float16, **kw) if bias else None
+        )
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        group_size: int,
+        zero_point: bool = True,
+        scales: torch.Tensor | None = None,
+        zeros: torch.Tensor | None = None,
+    ) -> W4A16Linear:
+        """Quantize and pack a float linear. With ``scales``/``zeros`` [N, K/G] given (e.g. from
+        ``quantize_tensor`` on a clipped weight), the codes are derived from them instead."""
+        w = linear.weight.detach()
+        n, k = w.shape
+        if scales is None:
+            if zeros is not None:
+                raise ValueError("zeros given without scales: pass both or neither")
+            codes, zeros, scales = quantize_tensor(w, group_size, zero_point)
+        else:
+            if zeros is None:
+                raise ValueError("scales given without zeros: pass both (symmetric: zeros = 8)")
+            groups = k // group_size
+            if tuple(scales.shape) != (n, groups) or tuple(zeros.shape) != (n, groups):
+                raise ValueError(
+                    f"scales {tuple(scales.shape)} and zeros {tuple(zeros.shape)} must be "
+                    f"[out_features, in_features / group_size] = {(n, groups)}"
+                )
+            s = scales.half().repeat_interleave(group_size, 1)
+            z = zeros.half().repeat_interleave(group_size, 1)
+            codes = torch.clamp(torch.round(w.half() / s) + z, 0, 15).to(torch.uint8)
+        module = cls(k, n, group_size, bias=linear.bias is not None, device=w.device)
+        qweight, qzeros, sc = pack_gemm(codes.t(), zeros.t(), scales.t())
+        module.qweight.copy_(qweight)
+        module.qzeros.copy_(qzeros)
+        module.scales.copy_(sc)
+        if linear.bias is not None:
+            module.bias.copy_(linear.bias.detach().half())
+        return module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.w4a16_linear(
+            x, self.qweight, self.qzeros, self.scales, self.bias, self.group_size
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"group_size={self.group_size}, bias={self.bias is not None}"
+        )
+
+
+def quantized_linear_names(llm: LlamaForCausalLM, cfg: AWQConfig) -> list[str]:
+    """HF module names of the linears ``cfg`` quantizes (q/k/v/o/gate/up/down of every block)."""
+    names = [
+        f"model.layers.{i}.{sub}"
+        for i in range(len(llm.model.layers))
+        for sub in LLAMA_QUANT_LINEARS
+    ]
+    return [n for n in names if cfg.converts(n)]
+
+
+def replace_linears_with_w4a16(llm: LlamaForCausalLM, cfg: AWQConfig) -> LlamaForCausalLM:
+    """Swap each quantized nn.Linear for an empty W4A16Linear on the linear's device (use the
+    ``meta`` device to build a model that a loader then fills). lm_head and embeddings stay float."""
+    for name in quantized_linear_names(llm, cfg):
+        parent_name, child = name.rsplit(".", 1)
+        parent = llm.get_submodule(parent_name)
+        lin = getattr(parent, child)
+        q = W4A16Linear(
+            lin.in_features,
+            lin.out_features,
+            cfg.group_size,
+            bias=lin.bias is not None,
+            device=lin.weight.device,
+        )
+        setattr(parent, child, q)
+    return llm
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_awq_state(
+    src: TensorSource,
+    expected: dict[str, torch.Tensor],
+    cfg: AWQConfig,
+    quantized: list[str],
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> dict[str, torch.Tensor]:
+    """Tensors of ``src`` for a model whose state dict looks like ``expected`` (meta tensors).
+
+    ``quantized`` names the W4A16Linear modules: their qweight/qzeros/scales/bias keep their
+    stored dtypes (GEMV checkpoints are repacked to GEMM); every other tensor must be float and is
+    cast to ``dtype``. Unknown, missing or mis-shaped tensors raise CheckpointError naming the
+    file and the key.
+    """
+    state: dict[str, torch.Tensor] = {}
+    quant_keys = {f"{m}.{b}": m for m in quantized for b in (*QUANT_BUFFERS, "bias")}
+    names = set(src.names())
+    for key in sorted(names):
+        if key.endswith("rotary_emb.inv_freq"):
+            continue  # stored by old transformers versions; recomputed from the config
+        if key in quant_keys:
+            if key.endswith(".qweight"):
+                state.update(_load_quantized(src, quant_keys[key], expected, cfg, device))
+            continue
+        if key not in expected:
+            hint = (
+                " (a quantized buffer of a module the config keeps float: check "
+                "modules_to_not_convert)"
+                if key.rsplit(".", 1)[-1] in QUANT_BUFFERS
+                else ""
+            )
+            raise CheckpointError(
+                f"unexpected tensor {key!r} in {src.file_of(key)}: the config has no such "
+                f"weight{hint}"
+            )
+        state[key] = src.get_float(key, expected[key], dtype, device)
+    return state
+
+
+def _check_meta(src: TensorSource, key: str, dtype: torch.dtype, shape: tuple) -> None:
+    stored_dtype, stored_shape = src.meta(key)
+    if stored_dtype != dtype or tuple(stored_shape) != tuple(shape):
+        raise CheckpointError(
+            f"tensor {key!r} in {src.file_of(key)} is {DTYPE_NAMES.get(stored_dtype)} "
+            f"{list(stored_shape)}; AWQ expects {DTYPE_NAMES[dtype]} {list(shape)}"
+        )
+
+
+def _load_quantized(src, module: str, expected, cfg: AWQConfig, device) -> dict:
+    k, n8 = expected[f"{module}.qweight"].shape
+    n, groups = n8 * 8, k // cfg.group_size
+    missing = [f"{module}.{b}" for b in QUANT_BUFFERS if f"{module}.{b}" not in src.names()]
+    if missing:
+        raise CheckpointError(f"{src.folder} lacks {missing} (AWQ linear {module!r})")
+    out = {}
+    if cfg.version == "gemm":
+        for b, dt, shape in (
+            ("qweight", torch.int32, (k, n // 8)),
+            ("qzeros", torch.int32, (groups, n // 8)),
+            ("scales", torch.float16, (groups, n)),
+        ):
+            _check_meta(src, f"{module}.{b}", dt, shape)
+            out[f"{module}.{b}"] = src.get(f"{module}.{b}").to(device)
+    else:  # GEMV: check what can be checked, then repack so one kernel serves both
+        _check_meta(src, f"{module}.qweight", torch.int32, (n, k // 8))
+        z_dtype, z_shape = src.meta(f"{module}.qzeros")
+        s_dtype, s_shape = src.meta(f"{module}.scales")
+        if z_dtype != torch.int32 or s_dtype != torch.float16 or z_shape[0] != n:
+            raise CheckpointError(
+                f"GEMV tensors of {module!r} in {src.file_of(module + '.qweight')} have "
+                f"qzeros {z_dtype} {list(z_shape)}, scales {s_dtype} {list(s_shape)}"
+            )
+        codes, zeros, scales = unpack_gemv(
+            src.get(f"{module}.qweight"),
+            src.get(f"{module}.qzeros"),
+            src.get(f"{module}.scales"),
+            cfg.group_size,
+        )
+        qw, qz, sc = pack_gemm(codes, zeros, scales)
+        out.update({f"{module}.qweight": qw, f"{module}.qzeros": qz, f"{module}.scales": sc})
+        out = {key: t.to(device) for key, t in out.items()}
+    bias_key = f"{module}.bias"
+    if bias_key in expected:
+        if bias_key not in src.names():
+            raise CheckpointError(f"{src.folder} lacks {bias_key!r}")
+        _check_meta(src, bias_key, torch.float16, (n,))
+        out[bias_key] = src.get(bias_key).to(device)
+    elif bias_key in src.names():
+        raise CheckpointError(
+            f"unexpected tensor {bias_key!r} in {src.file_of(bias_key)}: the config says "
+            "attention_bias is false"
+        )
+    return out
+
+
+def load_llm(
+    folder: str | Path,
+    dtype: torch.dtype = torch.float16,
+    device: torch.device | str = "cpu",
+) -> LlamaForCausalLM:
+    """An HF LLaMA folder (``config.json`` + safetensors) as our model: float, or AWQ INT4 with
+    W4A16Linear layers when the config says so. ``dtype`` is the activation / float-weight dtype
+    (AWQ scales stay fp16). Tensors are memory-mapped and assigned, never held twice."""
+    folder = Path(folder)
+    awq = read_awq_config(folder)
+    cfg = LlamaConfig.from_hf(_read_json(folder / "config.json"))
+    with torch.device("meta"):
+        llm = LlamaForCausalLM(cfg)
+    quantized = []
+    if awq is not None:
+        replace_linears_with_w4a16(llm, awq)
+        quantized = quantized_linear_names(llm, awq)
+    expected = llm.state_dict()
+    src = TensorSource(folder)
+    state = load_awq_state(src, expected, awq or AWQConfig(), quantized, dtype, device)
+    if "lm_head.weight" not in state and cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state.get("model.embed_tokens.weight")
+    missing = [k for k in expected if state.get(k) is None]
+    if missing:
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise CheckpointError(f"{folder} lacks tensors {missing[:10]}{more}")
+    llm.load_state_dict(state, strict=True, assign=True)
+    return llm.eval()
+
+
+def load_awq_llm(
+    folder: str | Path,
+    dtype: torch.dtype = torch.float16,
+    device: torch.device | str = "cpu",
+) -> LlamaForCausalLM:
+    """Like ``load_llm``, but the folder must be AWQ-quantized (AutoAWQ or vilau_export.awq)."""
+    if read_awq_config(folder) is None:
+        raise CheckpointError(
+            f"{Path(folder) / 'config.json'} has no quantization_config and there is no "
+            "quant_config.json: this is a float model; load it with load_llm"
+        )
+    return load_llm(folder, dtype, device)
