@@ -1,0 +1,37 @@
+"""``vilau-rt export CKPT OUT``: the CLI's export subcommand (wired in by ``vilau_rt.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export", help="export a checkpoint to an engine bundle of ONNX graphs"
+    )
+    p.add_argument("checkpoint", type=Path, help="official VILA-U checkpoint folder")
+    p.add_argument("out", type=Path, help="bundle folder to create (must not exist)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="graph dtype")
+    p.add_argument(
+        "--quant", choices=("none", "awq-int4"), default="none",
+        help="LLM weight quantization (awq-int4: not supported by the ONNX export yet)",
+    )  # fmt: skip
+    p.add_argument("--siglip-config", type=Path, help="SigLIP config folder or config.json")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=run_export)
+    return p
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from .onnx_export import export_bundle
+
+    def progress(graph: str, done: int, total: int) -> None:
+        print(f"[{done}/{total}] {graph}.onnx", file=sys.stderr)
+
+    out = export_bundle(
+        args.checkpoint, args.out, precision=args.precision, quant=args.quant,
+        siglip_config=args.siglip_config, progress=progress, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(out)
