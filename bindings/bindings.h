@@ -39,5 +39,6 @@ inline cudaStream_t as_stream(std::uintptr_t value) {
 
 void bind_rvq(pybind11::module_& m);
 void bind_w4a16(pybind11::module_& m);
+void bind_sampling(pybind11::module_& m);
 
 }  // namespace vilau

@@ -40,10 +40,10 @@ int cuda_device_count() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() =
-      "Native kernels of vilau_rt (RVQ, W4A16), torch-free. Functions take buffer addresses "
-      "(tensor.data_ptr()), sizes and a dtype code (0 float32, 1 float16, 2 bfloat16); CPU "
-      "entry points take a thread count, CUDA ones a cudaStream_t as an int. Use the torch "
-      "ops in vilau_rt.ops rather than calling these directly.";
+      "Native kernels of vilau_rt (RVQ, W4A16, sampling), torch-free. Functions take buffer "
+      "addresses (tensor.data_ptr()), sizes and a dtype code (0 float32, 1 float16, 2 "
+      "bfloat16); CPU entry points take a thread count, CUDA ones a cudaStream_t as an int. Use "
+      "the torch ops in vilau_rt.ops / vilau_rt.native_ops rather than calling these directly.";
 
   m.def(
       "build_info",
@@ -64,4 +64,5 @@ PYBIND11_MODULE(_C, m) {
 
   vilau::bind_rvq(m);
   vilau::bind_w4a16(m);
+  vilau::bind_sampling(m);
 }

@@ -1,0 +1,211 @@
+"""NativeBackend against the torch reference backend and the official fixture (CPU; CUDA with
+graphs on a GPU machine): greedy tokens and codes identical, the depth op equal to
+DepthTransformer.generate, seeded sampling reproducible."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from vilau_rt import native_ops
+from vilau_rt.backends import TorchBackend
+from vilau_rt.backends.native import CodeSampling, NativeBackend
+from vilau_rt.checkpoint import load_vilau
+from vilau_rt.generate import (
+    ImageSettings,
+    TextSettings,
+    generate_codes,
+    generate_text,
+    splice_images,
+)
+from vilau_rt.sampling import sample_codes
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+def _load(root, device):
+    return load_vilau(root, device=device, siglip_config=root / "reference" / "siglip_config")
+
+
+@pytest.fixture(scope="module")
+def fixture_model(tiny_fixture):
+    return _load(tiny_fixture, "cpu")
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def model(request, tiny_fixture, fixture_model):
+    return fixture_model if request.param == "cpu" else _load(tiny_fixture, request.param)
+
+
+def ref(root, name):
+    return torch.from_numpy(np.load(root / "reference" / name))
+
+
+def gen_inputs(root, device):
+    ids = ref(root, "gen_input_ids.npy").to(device)
+    mask = ref(root, "gen_attention_mask.npy").to(device)
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    return ids, mask, pos
+
+
+def image_loop(backend, ids, mask, pos, num_positions, cfg_scale, sample):
+    """generate_codes' loop with the sampler passed through unchanged (generate_codes wraps
+    its sampler in a closure, which the native backend can only run eagerly)."""
+    B, T = ids.shape
+    dev = backend.device
+    backend.setup_cache(B, T + num_positions)
+    key_valid = torch.ones(B, T + num_positions, dtype=torch.bool, device=dev)
+    key_valid[:, :T] = mask.bool()
+    hidden = backend.forward(backend.embed_tokens(ids.clamp(min=0)), pos, 0, key_valid)[:, -1]
+    rope, cache_pos, out = pos[:, -1:] + 1, T, []
+    for i in range(num_positions):
+        codes, nxt = backend.depth_generate(hidden, cfg_scale, sample)
+        out.append(codes)
+        if i + 1 < num_positions:
+            x = nxt.repeat(2, 1).unsqueeze(1)
+            hidden = backend.forward(x, rope, cache_pos, key_valid)[:, -1]
+            rope, cache_pos = rope + 1, cache_pos + 1
+    return torch.stack(out, dim=1)
+
+
+# ---------------------------------------------------------------- understanding
+
+
+def test_encoded_codes_equal_the_official_codes(model, tiny_fixture):
+    native = NativeBackend.from_model(model)
+    pixels = ref(tiny_fixture, "pixel_values.npy").to(model.device)
+    codes, embeds = native.encode_images(pixels)
+    assert torch.equal(codes.cpu(), ref(tiny_fixture, "codes.npy"))
+    _, torch_embeds = TorchBackend(model).encode_images(pixels)
+    torch.testing.assert_close(embeds, torch_embeds, rtol=1e-5, atol=1e-5)
+
+
+def test_decoded_pixels_match_the_torch_backend(model, tiny_fixture):
+    codes = ref(tiny_fixture, "codes.npy").to(model.device)
+    raw = NativeBackend.from_model(model).decode_codes(codes)
+    assert float((raw - TorchBackend(model).decode_codes(codes)).abs().max()) < 1e-4
+
+
+def test_greedy_text_tokens_equal_the_torch_backend(model, tiny_fixture):
+    pixels = ref(tiny_fixture, "pixel_values.npy")[:1].to(model.device)
+    ids = ref(tiny_fixture, "und_input_ids.npy")[0].tolist()
+    out = {}
+    for backend in (TorchBackend(model), NativeBackend.from_model(model)):
+        _, img = backend.encode_images(pixels)
+        embeds = splice_images(backend, ids, [img[0]])
+        out[backend.name] = list(
+            generate_text(backend, embeds, TextSettings(max_new_tokens=12), eos_id=2)
+        )
+    assert out["native"] == out["torch"]
+    assert out["native"] == ref(tiny_fixture, "und_greedy_ids.npy")[0, 1:].tolist()
+
+
+# ---------------------------------------------------------------- generation
+
+
+def test_greedy_image_codes_through_generate_codes_equal_torch(model, tiny_fixture, caplog):
+    ids, mask, pos = gen_inputs(tiny_fixture, model.device)
+    settings = ImageSettings(cfg_scale=3.0, top_k=1)
+    expected = generate_codes(TorchBackend(model), ids, mask, pos, 16, settings)
+    native = NativeBackend.from_model(model)
+    with caplog.at_level(logging.WARNING):
+        codes = generate_codes(native, ids, mask, pos, 16, settings)
+    assert torch.equal(codes, expected)
+    assert torch.equal(codes.view(4, 4, 4).cpu(), ref(tiny_fixture, "gen_codes.npy"))
+    # generate_codes hands over the sampling settings (a CodeSampler): the device sampler runs
+    assert native.stats["depth_path"].startswith("device sampler")
+    assert "cannot run on the device" not in caplog.text
+
+
+def test_device_sampler_greedy_image_equals_the_official_codes(model, tiny_fixture):
+    ids, mask, pos = gen_inputs(tiny_fixture, model.device)
+    native = NativeBackend.from_model(model)
+    greedy = functools.partial(sample_codes, temperature=1.0, top_k=1, top_p=0.96)
+    codes = image_loop(native, ids, mask, pos, 16, 3.0, greedy)
+    assert native.stats["depth_path"].startswith("device sampler")
+    assert torch.equal(codes.view(4, 4, 4).cpu(), ref(tiny_fixture, "gen_codes.npy"))
+
+
+def test_depth_decode_op_equals_depth_transformer_generate(model):
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, model.cfg.llm.hidden_size, generator=g).to(model.device)
+    expected, _ = TorchBackend(model).depth_generate(
+        hidden, 2.0, functools.partial(sample_codes, top_k=1)
+    )
+    codes = native_ops.depth_decode(
+        hidden,
+        native_ops.depth_weights(model.depth_transformer),
+        model.quantizer.stacked_codebooks(),
+        model.cfg.depth.n_head,
+        2.0,
+        top_k=1,
+    )
+    assert codes.shape == (3, model.cfg.rvq.depth) and torch.equal(codes, expected)
+
+
+def test_seeded_image_sampling_is_reproducible(model, tiny_fixture):
+    ids, mask, pos = gen_inputs(tiny_fixture, model.device)
+    native = NativeBackend.from_model(model)
+
+    def run(seed):
+        sampling = CodeSampling(temperature=1.0, top_k=50, top_p=0.9, seed=seed)
+        return image_loop(native, ids, mask, pos, 16, 3.0, sampling)
+
+    a, b, c = run(5), run(5), run(6)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert ((a >= 0) & (a < model.cfg.rvq.n_embed)).all()
+
+
+def test_generator_seed_drives_the_device_sampler(model):
+    hidden = torch.randn(4, model.cfg.llm.hidden_size, generator=torch.Generator().manual_seed(1))
+    hidden = hidden.to(model.device)
+    native = NativeBackend.from_model(model)
+
+    def draw(seed):
+        native.setup_cache(4, 8)  # resets the position counter
+        sample = functools.partial(
+            sample_codes, top_k=64, top_p=0.95, generator=torch.Generator().manual_seed(seed)
+        )
+        return native.depth_generate(hidden, 3.0, sample)[0]
+
+    assert torch.equal(draw(3), draw(3))
+    assert not torch.equal(draw(3), draw(4))
+
+
+def test_quantize_llm_swaps_in_w4a16_and_follows_the_dequantized_model(tiny_fixture):
+    from vilau_rt.awq import W4A16Linear
+
+    model = _load(tiny_fixture, "cpu")
+    native = NativeBackend.from_model(model, quantize_llm=True, group_size=32)
+    layer = model.llm.model.layers[0]
+    assert isinstance(layer.self_attn.q_proj, W4A16Linear)
+    assert isinstance(layer.mlp.down_proj, W4A16Linear)
+    assert native.stats["llm_weights"] == "W4A16 RTN g32"
+    # reference: the same model with each W4A16Linear replaced by its dequantized float linear
+    reference = _load(tiny_fixture, "cpu")
+    for name, mod in model.llm.named_modules():
+        if isinstance(mod, W4A16Linear):
+            parent, child = name.rsplit(".", 1)
+            w = native_ops.torch.ops.vilau.w4a16_dequantize(
+                mod.qweight, mod.qzeros, mod.scales, mod.group_size, torch.float32
+            )
+            getattr(reference.llm.get_submodule(parent), child).weight.data = w.t().contiguous()
+    embeds = torch.randn(
+        1, 5, model.cfg.llm.hidden_size, generator=torch.Generator().manual_seed(2)
+    )
+    rope = torch.arange(5)[None]
+    native.setup_cache(1, 5)
+    TorchBackend(reference).setup_cache(1, 5)
+    out = native.forward(embeds, rope, 0)
+    ref_out = TorchBackend(reference).forward(embeds, rope, 0)
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)

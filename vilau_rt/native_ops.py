@@ -1,0 +1,275 @@
+"""The native runtime's device-side sampling op and the depth transformer's whole loop for one
+image position.
+
+``vilau::sample_codes(logits, with_cfg, cfg_scale, temperature, top_k, top_p, rng, subsequence)``
+
+| arg         | type / shape                   | notes                                          |
+|-------------|--------------------------------|------------------------------------------------|
+| logits      | [2n, V] (with_cfg) or [n, V]   | float32 / float16 / bfloat16            |
+| with_cfg    | bool                           | rows [cond, uncond]; u + cfg * (c - u)  |
+| temperature | float > 0                      |                                                |
+| top_k       | int                            | <= 0 or >= V: off; 1: argmax (no randomness)   |
+| top_p       | float in (0, 1]                | 1.0: off; keeps the token that crosses top_p   |
+| rng         | int64 [2], logits' device      | (seed, counter), read on the device     |
+| subsequence | int                            | Philox word 3 (the depth index in depth_decode) |
+| returns     | codes int64 [n]                |                                                |
+
+``depth_decode(hidden, weights, codebooks, n_head, cfg_scale, temperature, top_k, top_p, seed,
+counter) -> codes int64 [n, D]``, a plain function over ``depth_loop``: aten ops plus
+``vilau::sample_codes``, so torch.export traces it and a CUDA graph captures it. (The torch op
+``vilau::depth_decode`` is ``vilau_rt.depth_ops``', the ONNX ``vilau::DepthDecode`` reference;
+it takes packed weights and draws with splitmix64, so its sampled codes differ from these.)
+
+| arg         | type / shape            | notes                                                 |
+|-------------|-------------------------|-------------------------------------------------------|
+| hidden      | [2n, H_llm]             | final LLM hidden states, rows [cond..., uncond...]    |
+| weights     | list of tensors         | ``depth_weights(model.depth_transformer)``, order below |
+| codebooks   | [Dc, n_embed + 1, C]    | ``quantizer.stacked_codebooks()`` (Dc = D or 1)       |
+| n_head      | int                     | depth transformer heads                               |
+| cfg_scale   | float                   | CFG at every depth; the same code feeds both halves   |
+| temperature, top_k, top_p | as above  | RQ-Transformer semantics (official: 1.0, 900, 0.96)   |
+| seed        | int                     | Philox key                                            |
+| counter     | int                     | the image position; depth d: subsequence d            |
+| returns     | codes int64 [n, D]      |                                                       |
+
+``weights`` order: in_mlp_1.{weight,bias}, in_mlp_2.{weight,bias}, pos_emb_d [1, D, E], then for
+each block ln1.{w,b}, attn.query.{w,b}, attn.key.{w,b}, attn.value.{w,b}, attn.proj.{w,b},
+ln2.{w,b}, mlp.0.{w,b}, mlp.2.{w,b} (16 per block), then classifier_mlp.layer_norm.{w,b},
+classifier_mlp.linear.{w,b}.
+
+The depth loop is written with torch ops that mirror ``vilau_rt.depth`` operation by operation
+(the same rounding, so greedy codes equal the reference), keeps a KV cache across depths, and
+never synchronises with the host: on CUDA ``NativeBackend`` captures it in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .ops import _DTYPE_CODES, _check_device, _check_dtype, _native
+
+WEIGHTS_PER_BLOCK = 16
+
+
+# ---------------------------------------------------------------------------- sample_codes
+
+
+def _check_sample(
+    logits: Tensor, with_cfg: bool, temperature: float, top_k: int, top_p: float, rng: Tensor
+) -> tuple[int, int]:
+    op = "sample_codes"
+    _check_dtype(op, "logits", logits, _DTYPE_CODES)
+    if logits.dim() != 2:
+        raise ValueError(f"{op}: logits must be [rows, V], got shape {tuple(logits.shape)}")
+    rows, vocab = logits.shape
+    if with_cfg and rows % 2:
+        raise ValueError(f"{op}: with_cfg needs [cond..., uncond...] rows, got an odd {rows}")
+    if not temperature > 0 or math.isinf(temperature):
+        raise ValueError(f"{op}: temperature = {temperature} must be > 0 and finite")
+    if not top_p > 0:
+        raise ValueError(f"{op}: top_p = {top_p} must be in (0, 1]")
+    _check_dtype(op, "rng", rng, (torch.int64,))
+    if tuple(rng.shape) != (2,):
+        raise ValueError(f"{op}: rng must be int64 [2] (seed, counter), got {tuple(rng.shape)}")
+    return (rows // 2 if with_cfg else rows), vocab
+
+
+@torch.library.custom_op("vilau::sample_codes", mutates_args=(), device_types=("cpu", "cuda"))
+def _sample_codes_op(
+    logits: Tensor,
+    with_cfg: bool,
+    cfg_scale: float,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    rng: Tensor,
+    subsequence: int,
+) -> Tensor:
+    n, vocab = _check_sample(logits, with_cfg, temperature, top_k, top_p, rng)
+    device = _check_device("sample_codes", logits=logits, rng=rng)
+    logits, rng = logits.contiguous(), rng.contiguous()
+    codes = torch.empty(n, dtype=torch.int64, device=device)
+    if n == 0:
+        return codes
+    ext = _native()
+    args = (with_cfg, cfg_scale, temperature, top_k, top_p, rng.data_ptr(), subsequence)
+    dtype = _DTYPE_CODES[logits.dtype]
+    if device.type == "cpu":
+        ext.sample_codes_cpu(
+            logits.data_ptr(), codes.data_ptr(), n, vocab, *args, dtype, torch.get_num_threads()
+        )
+    else:
+        workspace = torch.empty(
+            ext.sample_workspace_bytes(n, vocab), dtype=torch.uint8, device=device
+        )
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device).cuda_stream
+            ext.sample_codes_cuda(
+                logits.data_ptr(), codes.data_ptr(), workspace.data_ptr(), n, vocab, *args,
+                dtype, stream,
+            )  # fmt: skip
+    return codes
+
+
+@_sample_codes_op.register_fake
+def _(logits, with_cfg, cfg_scale, temperature, top_k, top_p, rng, subsequence):
+    n, _ = _check_sample(logits, with_cfg, temperature, top_k, top_p, rng)
+    return logits.new_empty((n,), dtype=torch.int64)
+
+
+def rng_state(seed: int, counter: int, device) -> Tensor:
+    """The int64 [2] (seed, counter) buffer the samplers read (uint64 values wrap to int64)."""
+    as_i64 = [v - (1 << 64) if v >= (1 << 63) else v for v in (seed, counter)]
+    return torch.tensor(as_i64, dtype=torch.int64, device=device)
+
+
+def sample_codes(
+    logits: Tensor,
+    *,
+    cfg_scale: float | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    counter: int = 0,
+    subsequence: int = 0,
+) -> Tensor:
+    """Codes [n] from logits [n, V], or from [2n, V] with ``cfg_scale`` (CFG fused).
+
+    Same semantics as ``vilau_rt.sampling.sample_codes`` (top_k=1 is exactly its argmax),
+    drawn from Philox4x32-10 at (seed, counter, row, subsequence): reproducible per seed."""
+    rng = rng_state(seed, counter, logits.device)
+    return torch.ops.vilau.sample_codes(
+        logits, cfg_scale is not None, float(cfg_scale or 0.0), float(temperature),
+        int(top_k or 0), float(1.0 if top_p is None else top_p), rng, int(subsequence),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- depth_decode
+
+
+def depth_weights(depth_transformer) -> list[Tensor]:
+    """The ``weights`` list of ``vilau::depth_decode`` from a ``DepthTransformer``."""
+    dt = depth_transformer
+    out = [dt.in_mlp_1.weight, dt.in_mlp_1.bias, dt.in_mlp_2.weight, dt.in_mlp_2.bias, dt.pos_emb_d]
+    for b in dt.head_transformer.blocks:
+        a = b.attn
+        out += [b.ln1.weight, b.ln1.bias, a.query.weight, a.query.bias, a.key.weight, a.key.bias]
+        out += [a.value.weight, a.value.bias, a.proj.weight, a.proj.bias]
+        out += [b.ln2.weight, b.ln2.bias, b.mlp[0].weight, b.mlp[0].bias]
+        out += [b.mlp[2].weight, b.mlp[2].bias]
+    cls = dt.classifier_mlp
+    out += [cls.layer_norm.weight, cls.layer_norm.bias, cls.linear.weight, cls.linear.bias]
+    return [t.detach() for t in out]
+
+
+def _check_depth(hidden: Tensor, weights: list[Tensor], codebooks: Tensor, n_head: int):
+    op = "depth_decode"
+    if (len(weights) - 9) % WEIGHTS_PER_BLOCK or len(weights) < 9:
+        raise ValueError(
+            f"{op}: weights has {len(weights)} tensors; expected 9 + 16 per block "
+            "(see depth_weights)"
+        )
+    pos = weights[4]
+    if pos.dim() != 3 or pos.shape[0] != 1:
+        raise ValueError(f"{op}: weights[4] (pos_emb_d) must be [1, D, E], got {tuple(pos.shape)}")
+    depth, embed = pos.shape[1], pos.shape[2]
+    if n_head < 1 or embed % n_head:
+        raise ValueError(f"{op}: n_head = {n_head} must divide the embedding width E = {embed}")
+    if hidden.dim() != 2 or hidden.shape[0] % 2:
+        raise ValueError(
+            f"{op}: hidden must be [2n, H] rows [cond..., uncond...], got {tuple(hidden.shape)}"
+        )
+    if codebooks.dim() != 3 or codebooks.shape[0] not in (1, depth):
+        raise ValueError(
+            f"{op}: codebooks must be [D or 1, n_embed + 1, C] with D = {depth}, "
+            f"got {tuple(codebooks.shape)}"
+        )
+    return hidden.shape[0] // 2, depth
+
+
+def depth_loop(
+    hidden: Tensor,
+    weights: list[Tensor],
+    codebooks: Tensor,
+    n_head: int,
+    cfg_scale: float,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    rng: Tensor,
+    on_logits: Callable[[int, Tensor], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The D-step depth loop of one position: (codes [n, D], summed code embedding [n, C]).
+
+    ``rng`` is a device int64 [2] (seed, counter); depth d samples with subsequence d. No host
+    synchronisation (capturable) unless ``on_logits`` is given."""
+    n, depth = _check_depth(hidden, weights, codebooks, n_head)
+    in1_w, in1_b, in2_w, in2_b, pos = weights[:5]
+    blocks = weights[5:-4]
+    cls_ln_w, cls_ln_b, cls_w, cls_b = weights[-4:]
+    N, E = hidden.shape[0], pos.shape[2]
+    hd = E // n_head
+    n_layer = len(blocks) // WEIGHTS_PER_BLOCK
+    kv = [(hidden.new_empty(N, n_head, depth, hd), hidden.new_empty(N, n_head, depth, hd))
+          for _ in range(n_layer)]  # fmt: skip
+    scale = 1.0 / math.sqrt(hd)
+    x = F.linear(hidden, in2_w, in2_b)
+    codes = torch.empty(n, depth, dtype=torch.int64, device=hidden.device)
+    embeds = []
+    for d in range(depth):
+        h = (x + pos[:, d]).unsqueeze(1)  # [N, 1, E]
+        for layer in range(n_layer):
+            w = blocks[layer * WEIGHTS_PER_BLOCK : (layer + 1) * WEIGHTS_PER_BLOCK]
+            ln1_w, ln1_b, q_w, q_b, k_w, k_b, v_w, v_b = w[:8]
+            p_w, p_b, ln2_w, ln2_b, f1_w, f1_b, f2_w, f2_b = w[8:]  # fmt: skip
+            a = F.layer_norm(h, (E,), ln1_w, ln1_b)
+            q = F.linear(a, q_w, q_b).view(N, 1, n_head, hd).transpose(1, 2)
+            k = F.linear(a, k_w, k_b).view(N, 1, n_head, hd).transpose(1, 2)
+            v = F.linear(a, v_w, v_b).view(N, 1, n_head, hd).transpose(1, 2)
+            kc, vc = kv[layer]
+            kc[:, :, d : d + 1] = k
+            vc[:, :, d : d + 1] = v
+            # one query over depths 0..d: the causal mask is all true (as in depth.py)
+            att = torch.matmul(q, kc[:, :, : d + 1].transpose(-2, -1) * scale)  # [N, nh, 1, d+1]
+            y = torch.matmul(F.softmax(att, dim=-1), vc[:, :, : d + 1])
+            h = h + F.linear(y.transpose(1, 2).reshape(N, 1, E), p_w, p_b)
+            m = F.gelu(F.linear(F.layer_norm(h, (E,), ln2_w, ln2_b), f1_w, f1_b))
+            h = h + F.linear(m, f2_w, f2_b)
+        logits = F.linear(F.layer_norm(h[:, 0], (E,), cls_ln_w, cls_ln_b), cls_w, cls_b)
+        if on_logits is not None:
+            on_logits(d, logits)
+        codes[:, d] = torch.ops.vilau.sample_codes(
+            logits, True, cfg_scale, temperature, top_k, top_p, rng, d
+        )
+        embeds.append(F.embedding(codes[:, d], codebooks[d if codebooks.shape[0] > 1 else 0]))
+        # the running sum as depth.py forms it (cumsum in the model dtype)
+        running = torch.stack(embeds, dim=1).cumsum(dim=1)[:, -1]
+        if d + 1 < depth:
+            x = F.linear(running, in1_w, in1_b).repeat(2, 1)
+    return codes, running
+
+
+def depth_decode(
+    hidden: Tensor,
+    weights: list[Tensor],
+    codebooks: Tensor,
+    n_head: int,
+    cfg_scale: float,
+    temperature: float = 1.0,
+    top_k: int | None = 900,
+    top_p: float | None = 0.96,
+    seed: int = 0,
+    counter: int = 0,
+) -> Tensor:
+    """Codes [n, D] of one image position from LLM hidden states [2n, H] (see the table above)."""
+    rng = rng_state(seed, counter, hidden.device)
+    top_k, top_p = int(top_k or 0), float(1.0 if top_p is None else top_p)
+    return depth_loop(
+        hidden, weights, codebooks, n_head, float(cfg_scale), float(temperature), top_k, top_p, rng
+    )[0]
