@@ -136,3 +136,73 @@ def test_missing_checkpoint_path_is_explained(tmp_path):
 
     with pytest.raises(CheckpointNotFoundError, match="does not exist"):
         Pipeline.from_pretrained(tmp_path / "nowhere")
+
+
+def _fresh_answer(pipe, turns, images, max_new_tokens):
+    """Greedy answer from a fresh prefill of the whole conversation (no cache reuse)."""
+    from vilau_rt.pipeline import text_settings
+    from vilau_rt.prompts import tokenize_chat
+
+    ids = tokenize_chat(pipe.tokenizer, turns)
+    embeds = pipe.image_embeddings(images)
+    pipe._cache_owner = None
+    settings = text_settings(max_new_tokens, False, 1.0, None, None, 1.0)
+    return pipe._run(ids, embeds, 0, settings, None, None, False, 0.0).token_ids
+
+
+def test_chat_turns_reuse_the_cache_and_equal_a_fresh_prefill(official, tiny_fixture):
+    from vilau_rt.prompts import user_message
+
+    img = Image.open(tiny_fixture / "reference" / "img2_noise.png")
+    chat = official.chat_session()
+    first = chat.ask("What is in the picture?", images=[img], max_new_tokens=6)
+    assert first.stats["cached_tokens"] == 0
+    second = chat.ask("And the colours?", max_new_tokens=6)
+    assert second.stats["cached_tokens"] >= first.stats["prompt_tokens"]
+    turns = [(user_message("What is in the picture?", 1), first.text), ("And the colours?", None)]
+    assert second.token_ids == _fresh_answer(official, turns, [img], 6)
+    # a one-off request in between overwrites the cache: the session notices and re-prefills
+    official.generate("Unrelated.", max_new_tokens=2)
+    third = chat.ask("Thanks, anything else?", max_new_tokens=5)
+    assert third.stats["cached_tokens"] == 0
+    turns = [*turns[:-1], ("And the colours?", second.text), ("Thanks, anything else?", None)]
+    assert third.token_ids == _fresh_answer(official, turns, [img], 5)
+    chat.reset()
+    assert chat.history == [] and chat.ask("Hi", max_new_tokens=2).stats["cached_tokens"] == 0
+
+
+def test_video_frames_are_sampled_uniformly_and_each_is_an_image(random_pipe):
+    from vilau_rt.video import sample_indices
+
+    assert sample_indices(80, 8) == [0, 11, 23, 34, 45, 56, 68, 79]
+    assert sample_indices(3, 8) == [0, 1, 2]
+    frames = [np.full((24, 24, 3), 10 * i, np.uint8) for i in range(20)]
+    res = random_pipe.generate("What happens?", videos=[frames], max_new_tokens=2)
+    text_only = random_pipe.generate("What happens?", max_new_tokens=2)
+    assert res.stats["prompt_tokens"] - text_only.stats["prompt_tokens"] == 8 * (16 + 2)
+
+
+def test_video_file_is_decoded(random_pipe, tmp_path):
+    av = pytest.importorskip("av", reason="PyAV (the [video] extra) is not installed")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), "rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    from vilau_rt.video import load_video
+
+    frames = load_video(path, 8)
+    assert len(frames) == 8 and frames[0].size == (32, 32)
+    assert np.asarray(frames[-1]).mean() > np.asarray(frames[0]).mean()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(ImageError, match="cannot decode video"):
+        load_video(bad)
+
+
+def test_video_generation_gives_frames(random_pipe):
+    videos = random_pipe.generate_video("a bird flying", seed=0, top_k=20, num_frames=8)
+    assert len(videos) == 1 and len(videos[0]) == 8 and videos[0][0].size == (32, 32)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VilaURTError
+from .errors import ConfigError, VilaURTError
 
 DEMO_PRESET = "tiny-256"
 
@@ -34,11 +34,12 @@ def _pipeline(args):
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     return Pipeline.from_pretrained(
-        args.checkpoint, device=args.device, dtype=dtype, siglip_config=args.siglip_config
-    )
+        args.checkpoint, backend=args.backend, device=args.device, dtype=dtype,
+        siglip_config=args.siglip_config,
+    )  # fmt: skip
 
 
-def _progress(total: int, desc: str, quiet: bool):
+def _progress(total: int | None, desc: str, quiet: bool):
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="pos", disable=quiet, file=sys.stderr)
@@ -109,6 +110,104 @@ def cmd_write_checkpoint(args) -> None:
         overwrite=args.overwrite,
     )  # fmt: skip
     _emit(args, {"checkpoint": str(path)}, f"wrote {args.preset} checkpoint to {path}")
+
+
+def cmd_chat(args) -> None:
+    pipe = _pipeline(args)
+    session = pipe.chat_session()
+    pending: list[str] = []
+    print(
+        "vilau-rt chat: type a question; an image path queues that image for the next "
+        "question; 'reset' starts over; 'exit' or Ctrl-D quits.",
+        file=sys.stderr,
+    )
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            break
+        if not line:
+            continue
+        if line in ("exit", "quit"):
+            break
+        if line == "reset":
+            session.reset()
+            pending.clear()
+            print("(conversation reset)")
+            continue
+        if Path(line).is_file():
+            pending.append(line)
+            print(f"(image {line} queued)")
+            continue
+        try:
+            answer = session.ask(
+                line, images=pending, stream=True, max_new_tokens=args.max_new_tokens
+            )
+            for piece in answer:
+                print(piece, end="", flush=True)
+            print()
+        except VilaURTError as e:
+            print(f"error: {e}", file=sys.stderr)
+        pending = []
+
+
+def cmd_bench(args) -> None:
+    pipe = _pipeline(args)
+    image = demo_image()
+    rows = []
+    for _ in range(args.repeat):
+        res = pipe.generate("Describe the image.", images=[image], max_new_tokens=args.tokens)
+        rows.append(res.stats)
+    pipe.generate_image_codes("a red apple on a wooden table", seed=0)
+    img_s = pipe.stats["image_generation_s"]
+    best = {k: min(r[k] for r in rows) for k in ("vision_ms", "time_to_first_token_ms")}
+    decode = max(r.get("decode_tok_s", 0.0) for r in rows)
+    payload = {
+        **best,
+        "decode_tok_s": decode,
+        "image_s": img_s,
+        "backend": pipe.backend.name,
+        "device": str(pipe.device),
+        "prompt_tokens": rows[0]["prompt_tokens"],
+    }
+    human = "\n".join(
+        [
+            f"backend {payload['backend']} on {payload['device']}",
+            f"vision encoder   {best['vision_ms']:.1f} ms",
+            (
+                f"first token      {best['time_to_first_token_ms']:.1f} ms "
+                f"({payload['prompt_tokens']} prompt tokens)"
+            ),
+            f"decode           {decode:.1f} tok/s",
+            f"one image        {img_s:.2f} s",
+        ]
+    )
+    _emit(args, payload, human)
+
+
+def cmd_quantize(args) -> None:
+    from vilau_export.quantize_checkpoint import compare_llms, quantize_checkpoint
+
+    if args.method != "awq" or args.bits != 4:
+        raise ConfigError(
+            f"only --method awq --bits 4 is supported, got --method {args.method} "
+            f"--bits {args.bits}"
+        )
+    bar, _ = _progress(None, "AWQ scale groups", args.json)
+    with bar:
+        out = quantize_checkpoint(
+            args.checkpoint, args.out, group_size=args.group_size,
+            zero_point=not args.no_zero_point, calib=args.calib,
+            progress=lambda choice: bar.update(1),
+        )  # fmt: skip
+    report = compare_llms(Path(args.checkpoint) / "llm", out / "llm")
+    human = (
+        f"wrote {out}\nheld-out texts: {report['texts']} ({report['tokens']} tokens)\n"
+        f"mean KL(float || int4) {report['mean_kl']:.4f}, perplexity "
+        f"{report['perplexity_float']:.3f} -> {report['perplexity_quantized']:.3f} "
+        f"(ratio {report['perplexity_ratio']:.4f})"
+    )
+    _emit(args, {"checkpoint": str(out), **report}, human)
 
 
 def demo_image() -> np.ndarray:
@@ -182,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the checkpoint names a tower not shipped with vilau_rt")  # fmt: skip
             sp.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                             help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+            sp.add_argument("--backend", default="torch", choices=["torch", "native", "onnxruntime"],
+                            help="engine: torch (reference), native (our kernels, CUDA graphs), "
+                            "onnxruntime (exported ONNX bundle)")  # fmt: skip
         sp.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
         sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
@@ -219,6 +321,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output .png file")
     sp.set_defaults(fn=cmd_decode)
 
+    sp = sub.add_parser("chat", help="interactive multi-turn chat about images")
+    common(sp)
+    sp.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit")
+    sp.set_defaults(fn=cmd_chat)
+
+    sp = sub.add_parser("bench", help="time the vision encoder, first token, decode and one image")
+    common(sp)
+    sp.add_argument("--repeat", type=int, default=3, help="understanding runs (best is shown)")
+    sp.add_argument("--tokens", type=int, default=32, help="new tokens per understanding run")
+    sp.set_defaults(fn=cmd_bench)
+
+    sp = sub.add_parser("quantize", help="AWQ INT4 LLM (AutoAWQ GEMM format), rest copied")
+    sp.add_argument("checkpoint", help="float VILA-U checkpoint folder")
+    sp.add_argument("out", help="output checkpoint folder (must not exist)")
+    sp.add_argument("--method", default="awq", help="quantization method (awq)")
+    sp.add_argument("--bits", type=int, default=4, help="weight bits (4)")
+    sp.add_argument("--group-size", type=int, default=128, choices=[64, 128], help="group size")
+    sp.add_argument("--no-zero-point", action="store_true",
+                    help="symmetric weights (what TensorRT's native INT4 needs)")  # fmt: skip
+    sp.add_argument("--calib", help="calibration texts, one per line (default: built-in set)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    sp.set_defaults(fn=cmd_quantize)
+
+    from vilau_export.cli_export import add_export_parser
+
+    add_export_parser(sub)
+
     sp = sub.add_parser("write-checkpoint", help="write a random-weight checkpoint of a preset")
     sp.add_argument("preset", help="tiny-256, 7b-256 or 7b-384")
     sp.add_argument("out", help="output folder")
@@ -233,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        args.fn(args) if hasattr(args, "fn") else args.func(args)
     except (VilaURTError, FileExistsError) as e:
         print(f"vilau-rt: error: {e}", file=sys.stderr)
         return 2

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from .backends.base import Backend
+from .depth_ops import CodeSampler
 from .prompts import IMAGE_PLACEHOLDER_ID
-from .sampling import sample_codes, sample_text
+from .sampling import sample_text
 
 
 def splice_images(
@@ -70,9 +71,14 @@ def generate_text(
     generator: torch.Generator | None = None,
     cache_pos: int = 0,
     on_logits: Callable[[torch.Tensor], None] | None = None,
+    fed: list[int] | None = None,
 ) -> Iterator[int]:
     """Prefill ``inputs_embeds`` [1, T, H] at KV slot ``cache_pos`` (the cache must already hold
-    the slots before it), then yield new token ids until EOS (not yielded) or the budget ends."""
+    the slots before it), then yield new token ids until EOS (not yielded) or the budget ends.
+
+    A yielded token enters the KV cache only when the caller asks for the next one; ``fed``, if
+    given, receives each token as it is written to the cache (chat sessions reuse the cache).
+    """
     T = inputs_embeds.shape[1]
     dev = backend.device
     if cache_pos == 0:
@@ -107,6 +113,8 @@ def generate_text(
             return
         emb = backend.embed_tokens(torch.tensor([[nxt]], device=dev))
         hidden = backend.forward(emb, torch.tensor([[pos]], device=dev), pos)
+        if fed is not None:
+            fed.append(nxt)
         pos += 1
 
 
@@ -148,8 +156,8 @@ def generate_codes(
     cache_pos = T
     out = torch.empty(n, num_positions, backend.cfg.rvq.depth, dtype=torch.long, device=dev)
 
-    def sample(logits):
-        return sample_codes(logits, settings.temperature, settings.top_k, settings.top_p, generator)
+    # settings rather than a closure, so graph backends can sample inside their graphs
+    sample = CodeSampler(settings.temperature, settings.top_k, settings.top_p, generator)
 
     for i in range(num_positions):
         if trace is not None:

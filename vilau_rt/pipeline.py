@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from .backends import Backend, TorchBackend
+from .chat import ChatSession
 from .checkpoint import load_vilau
 from .errors import BackendError, GenerationError, PromptError
 from .generate import ImageSettings, TextSettings, generate_codes, generate_text, splice_images
@@ -30,9 +31,32 @@ from .prompts import build_understanding_prompt, generation_batch, tokenize_with
 from .sampling import check_sampling
 from .siglip import preprocess
 from .tokenizer import StreamDecoder, Tokenizer
+from .video import load_video
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "native", "onnxruntime")
 DEFAULT_CAPTION_PROMPT = "Please describe this image in detail."
+
+
+def text_settings(
+    max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty
+) -> TextSettings:
+    """Validated text-generation settings (GenerationError names the bad one)."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise GenerationError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if do_sample:
+        check_sampling(temperature, top_k, top_p)
+    if not repetition_penalty > 0:
+        raise GenerationError(f"repetition_penalty must be > 0, got {repetition_penalty}")
+    return TextSettings(max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPUs, max RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass
@@ -59,6 +83,7 @@ class Pipeline:
         self.path = path
         self.cfg = backend.cfg
         self.stats: dict = {}
+        self._cache_owner = None  # the ChatSession whose turns the KV cache holds, if any
 
     @property
     def device(self) -> torch.device:
@@ -72,14 +97,23 @@ class Pipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         siglip_config=None,
+        cache_dir: str | Path | None = None,
     ) -> Pipeline:
-        """Load an official VILA-U checkpoint folder.
+        """Load an official VILA-U checkpoint folder (or, for ``backend="onnxruntime"``, an
+        exported bundle; a checkpoint is then exported on first use into ``cache_dir``).
 
-        device defaults to CUDA when available, else CPU; dtype to bfloat16 (float16 where bf16
-        is unsupported) on CUDA and float32 on the CPU.
+        Backends: ``torch`` (the eager reference), ``native`` (static KV cache, our C++/CUDA
+        kernels, CUDA graphs on GPUs), ``onnxruntime`` (the exported ONNX graphs). device
+        defaults to CUDA when available, else CPU; dtype to bfloat16 (float16 where bf16 is
+        unsupported) on CUDA and float32 on the CPU.
         """
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
+        if backend == "onnxruntime":
+            from .backends.onnxruntime_backend import load_bundle_or_export
+
+            ort = load_bundle_or_export(path, cache_dir, siglip_config=siglip_config)
+            return cls(ort, Tokenizer.from_folder(ort.root / "tokenizer"), Path(path))
         device = torch.device(device) if device is not None else default_device()
         if isinstance(dtype, str):
             name, dtype = dtype, getattr(torch, dtype.replace("torch.", ""), None)
@@ -88,6 +122,10 @@ class Pipeline:
         dtype = dtype or default_dtype(device)
         model = load_vilau(path, dtype=dtype, device=device, siglip_config=siglip_config)
         tokenizer = Tokenizer.from_folder(Path(path) / "llm")
+        if backend == "native":
+            from .backends.native import NativeBackend
+
+            return cls(NativeBackend.from_model(model), tokenizer, Path(path))
         return cls(TorchBackend(model), tokenizer, Path(path))
 
     # -- image tokenizer ------------------------------------------------------------------
@@ -116,6 +154,43 @@ class Pipeline:
         images = to_pil(to_uint8(self.backend.decode_codes(c)))
         return images[0] if single else images
 
+    # -- quality measures -----------------------------------------------------------------
+    def logits(self, text_or_ids) -> np.ndarray:
+        """Teacher-forced next-token logits, float32 [T, V] (BOS added to text)."""
+        if isinstance(text_or_ids, str):
+            ids = self.tokenizer.encode(text_or_ids, add_bos=True)
+        else:
+            ids = [int(i) for i in text_or_ids]
+        if not ids:
+            raise PromptError("no tokens to score: pass a non-empty text or id list")
+        limit = self.cfg.llm.context_length
+        if len(ids) > limit:
+            raise PromptError(f"{len(ids)} tokens exceed the model context of {limit}")
+        vocab = self.cfg.llm.vocab_size
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise PromptError(f"token ids must lie in [0, {vocab}); got {min(ids)}..{max(ids)}")
+        self._cache_owner = None
+        t = torch.tensor([ids], device=self.device)
+        self.backend.setup_cache(1, len(ids))
+        hidden = self.backend.forward(
+            self.backend.embed_tokens(t), torch.arange(len(ids))[None].to(self.device), 0
+        )
+        return self.backend.logits(hidden[0]).cpu().numpy()
+
+    def perplexity(self, texts: list[str]) -> float:
+        """exp(mean negative log-likelihood) of every token after the first, over ``texts``."""
+        nll, count = 0.0, 0
+        for text in texts:
+            ids = self.tokenizer.encode(text, add_bos=True)
+            if len(ids) < 2:
+                continue
+            logp = torch.log_softmax(torch.from_numpy(self.logits(ids)[:-1]).double(), dim=-1)
+            nll -= float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+            count += len(ids) - 1
+        if count == 0:
+            raise PromptError("the texts hold no token to predict")
+        return float(np.exp(nll / count))
+
     # -- understanding --------------------------------------------------------------------
     def caption(self, image, prompt: str | None = None, **gen) -> str:
         return self.generate(prompt or DEFAULT_CAPTION_PROMPT, images=[image], **gen).text
@@ -124,6 +199,7 @@ class Pipeline:
         self,
         prompt: str,
         images=None,
+        videos=None,
         *,
         max_new_tokens: int = 128,
         do_sample: bool = False,
@@ -135,44 +211,70 @@ class Pipeline:
         seed: int | None = None,
         stream: bool = False,
     ) -> GenerationResult | Iterator[str]:
-        """Answer ``prompt`` about ``images`` (vicuna_v1 template, images first)."""
+        """Answer ``prompt`` about ``images`` and ``videos`` (vicuna_v1, media first).
+
+        Returns a GenerationResult (``.text``, ``.token_ids``, ``.stats``), or with
+        ``stream=True`` an iterator of text pieces whose concatenation is that text.
+        """
         if not isinstance(prompt, str) or not prompt.strip():
             raise PromptError("prompt is empty: pass the question or instruction as text")
-        if max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if do_sample:
-            check_sampling(temperature, top_k, top_p)
-        if repetition_penalty <= 0:
-            raise GenerationError(f"repetition_penalty must be > 0, got {repetition_penalty}")
-        images = list(images or [])
-        t0 = time.perf_counter()
-        pixels = self._pixels(images) if images else None
-        text = build_understanding_prompt(prompt, num_images=len(images))
-        ids = tokenize_with_images(self.tokenizer, text)
-        embeds_img = list(self.backend.encode_images(pixels)[1]) if pixels is not None else []
-        t_vision = time.perf_counter()
-        embeds = splice_images(self.backend, ids, embeds_img)
-        limit = self.cfg.llm.context_length
-        if embeds.shape[1] + max_new_tokens > limit:
-            raise PromptError(
-                f"prompt of {embeds.shape[1]} tokens (images included) + max_new_tokens "
-                f"{max_new_tokens} exceeds the model context of {limit} tokens; shorten the "
-                "prompt, use fewer images or lower max_new_tokens"
-            )
-        settings = TextSettings(
+        settings = text_settings(
             max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty
         )
+        t0 = time.perf_counter()
+        media = self._media(images, videos)
+        embeds_img = self.image_embeddings(media)
+        text = build_understanding_prompt(prompt, num_images=len(media))
+        ids = tokenize_with_images(self.tokenizer, text)
+        self._cache_owner = None  # any chat session's cache is overwritten below
+        return self._run(ids, embeds_img, 0, settings, seed, stop, stream, t0)
+
+    def _media(self, images, videos) -> list:
+        media = [load_image(im) for im in (images or [])]
+        for v in videos or []:
+            media += load_video(v, self.cfg.num_video_frames)
+        return media
+
+    def image_embeddings(self, images: list) -> list[torch.Tensor]:
+        """LLM input embeddings [h*w, H] of each image (RVQ-quantized, projected)."""
+        if not images:
+            return []
+        return list(self.backend.encode_images(self._pixels(images))[1])
+
+    def _run(self, ids, image_embeds, cache_pos, settings, seed, stop, stream, t0, on_done=None):
+        """Splice, check the context, generate; the shared tail of generate() and chat turns."""
+        t_vision = time.perf_counter()
+        embeds = splice_images(self.backend, ids, image_embeds)
+        limit = self.cfg.llm.context_length
+        total = cache_pos + embeds.shape[1]
+        if total + settings.max_new_tokens > limit:
+            raise PromptError(
+                f"prompt of {total} tokens (images included) + max_new_tokens "
+                f"{settings.max_new_tokens} exceeds the model context of {limit} tokens; "
+                "shorten the prompt, use fewer images or lower max_new_tokens"
+            )
+        fed: list[int] = []
         tokens = generate_text(
-            self.backend, embeds, settings, eos_id=self.tokenizer.eos_id, generator=self._rng(seed)
-        )
-        stats = {"vision_ms": 1000 * (t_vision - t0), "prompt_tokens": int(embeds.shape[1])}
-        pieces = self._stream(tokens, stop or [], stats, t_vision)
+            self.backend, embeds, settings, eos_id=self.tokenizer.eos_id,
+            generator=self._rng(seed), cache_pos=cache_pos, fed=fed,
+        )  # fmt: skip
+        stats = {
+            "vision_ms": 1000 * (t_vision - t0),
+            "prompt_tokens": int(total),
+            "cached_tokens": int(cache_pos),
+        }
+        done = None if on_done is None else (lambda out_ids: on_done(out_ids, fed))
+        pieces = self._stream(tokens, stop or [], stats, t_vision, done)
         if stream:
             return pieces
         text = "".join(pieces)
-        return GenerationResult(text, stats.pop("token_ids"), stats)
+        return GenerationResult(text, list(stats["token_ids"]), self.stats)
 
-    def _stream(self, tokens, stop, stats, t_start) -> Iterator[str]:
+    def chat_session(self) -> ChatSession:
+        """A multi-turn conversation that reuses the KV cache of earlier turns."""
+        return ChatSession(self)
+
+    def _stream(self, tokens, stop, stats, t_start, on_done=None) -> Iterator[str]:
         dec = StreamDecoder(self.tokenizer)
         out_ids: list[int] = []
         stats["token_ids"] = out_ids
@@ -196,12 +298,17 @@ class Pipeline:
             if rest:
                 yield rest
         end = time.perf_counter()
-        stats["time_to_first_token_ms"] = 1000 * ((first or end) - t_start)
+        ttft = (first or end) - t_start
+        stats["time_to_first_token_ms"] = 1000 * ttft
+        stats["prefill_tok_s"] = stats["prompt_tokens"] / max(ttft, 1e-9)
         n = len(out_ids)
         stats["new_tokens"] = n
         if n > 1 and first is not None:
             stats["decode_tok_s"] = (n - 1) / max(end - first, 1e-9)
-        self.stats = dict(stats)
+        stats["peak_memory_mb"] = peak_memory_mb(self.device)
+        self.stats = {k: v for k, v in stats.items() if k != "token_ids"}
+        if on_done is not None:
+            on_done(out_ids)
 
     # -- generation -----------------------------------------------------------------------
     def generate_image_codes(
@@ -216,23 +323,48 @@ class Pipeline:
         num_images: int = 1,
         progress=None,
     ) -> np.ndarray:
-        """Text -> RVQ codes, int64 [num_images, h, w, D] (CFG over [cond, uncond] rows)."""
-        if num_images < 1:
-            raise GenerationError(f"num_images must be >= 1, got {num_images}")
+        """Text -> RVQ codes, int64 [num_images, h, w, D] (CFG over [cond, uncond] rows).
+
+        Sampling defaults are upstream's hard-coded ones (temperature 1, top-k 900, top-p 0.96);
+        ``top_k=1`` is greedy. The same seed gives the same codes on the same backend/device.
+        ``progress(i)`` is called after each of the h*w positions.
+        """
+        codes = self._generate_codes(
+            prompt, 1, cfg_scale, temperature, top_k, top_p, seed, num_images, progress
+        )
+        return codes[:, 0]
+
+    def generate_video_codes(self, prompt: str, *, num_frames: int = 8, **kwargs) -> np.ndarray:
+        """Text -> codes [num_videos, num_frames, h, w, D] (``<vi_start>``, upstream: 8 frames)."""
+        num_videos = kwargs.pop("num_videos", 1)
+        return self._generate_codes(
+            prompt, num_frames, kwargs.pop("cfg_scale", 3.0), kwargs.pop("temperature", 1.0),
+            kwargs.pop("top_k", 900), kwargs.pop("top_p", 0.96), kwargs.pop("seed", None),
+            num_videos, kwargs.pop("progress", None), **kwargs,
+        )  # fmt: skip
+
+    def _generate_codes(
+        self, prompt, frames, cfg_scale, temperature, top_k, top_p, seed, num, progress
+    ) -> np.ndarray:
+        if not isinstance(num, int) or num < 1:
+            raise GenerationError(f"num_images must be an int >= 1, got {num!r}")
+        if not isinstance(frames, int) or frames < 1:
+            raise GenerationError(f"num_frames must be an int >= 1, got {frames!r}")
         if not cfg_scale >= 0:
             raise GenerationError(f"cfg_scale must be >= 0, got {cfg_scale}")
         check_sampling(temperature, top_k, top_p)
         if top_k is not None:
             top_k = min(top_k, self.cfg.rvq.n_embed)
-        batch = generation_batch(self.tokenizer, prompt, num_images=num_images)
+        batch = generation_batch(self.tokenizer, prompt, num_images=num, video=frames > 1)
         dev = self.device
-        n_pos = self.cfg.tokens_per_image
+        n_pos = self.cfg.tokens_per_image * frames
         need = batch.input_ids.shape[1] + n_pos
         if need > self.cfg.llm.context_length:
             raise PromptError(
                 f"prompt of {batch.input_ids.shape[1]} tokens + {n_pos} image tokens exceeds "
                 f"the model context of {self.cfg.llm.context_length}; shorten the prompt"
             )
+        self._cache_owner = None
         t0 = time.perf_counter()
         codes = generate_codes(
             self.backend,
@@ -244,9 +376,18 @@ class Pipeline:
             generator=self._rng(seed),
             on_position=progress,
         )
-        self.stats = {"image_generation_s": time.perf_counter() - t0, "images": num_images}
+        self.stats = {
+            "image_generation_s": time.perf_counter() - t0,
+            "images": num * frames,
+            "peak_memory_mb": peak_memory_mb(dev),
+        }
         h, w = self.cfg.grid
-        return codes.view(num_images, h, w, -1).cpu().numpy()
+        return codes.view(num, frames, h, w, -1).cpu().numpy()
+
+    def generate_video(self, prompt: str, **kwargs) -> list[list[Image.Image]]:
+        """Text -> videos, each a list of frames (PIL images)."""
+        codes = self.generate_video_codes(prompt, **kwargs)
+        return [self.decode_codes(v) for v in codes]
 
     def _rng(self, seed: int | None) -> torch.Generator:
         gen = torch.Generator(device=self.device)
