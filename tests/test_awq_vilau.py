@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from vilau_export.checkpoint_writer import write_checkpoint
+
 from vilau_rt import Pipeline
 from vilau_rt.awq import W4A16Linear
 from vilau_rt.config import preset
