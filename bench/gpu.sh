@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/bench_out}"
 mkdir -p "$OUT"
 export OUT
+# The GPU machine has no network. Build tools it lacks (pybind11, cmake) can travel with the tree
+# as wheels in bench/.wheels (git-ignored; fill it here with
+#   pip download pybind11 cmake ninja --only-binary=:all: -d bench/.wheels
+# and name bench/.wheels in the device tool's carry list); they install offline.
+if compgen -G "bench/.wheels/*.whl" >/dev/null; then
+  pip install --no-index --no-deps bench/.wheels/*.whl >"$OUT/wheels.log" 2>&1 || true
+fi
+# Only the card in hand: one architecture compiles ~5x faster than the five of a release build.
+if [ -z "${VILAU_RT_CUDA_ARCHS:-}" ] && command -v nvidia-smi >/dev/null; then
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+  [ -n "$cc" ] && export VILAU_RT_CUDA_ARCHS="$cc"
+fi
 start=$(date +%s)
 if ! pip install -e . --no-build-isolation --no-deps >"$OUT/build.log" 2>&1; then
   echo "build failed; last lines of $OUT/build.log:" >&2
@@ -14,4 +26,8 @@ if ! pip install -e . --no-build-isolation --no-deps >"$OUT/build.log" 2>&1; the
 fi
 echo "build: $(( $(date +%s) - start )) s" | tee -a "$OUT/build.log"
 python bench/gpu.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_stdout.log"
-exit "${PIPESTATUS[0]}"
+status="${PIPESTATUS[0]}"
+# W4A16 kernel table at LLaMA-2-7B layer shapes (short; after the main table so a slow run of
+# it cannot cost the headline numbers).
+timeout 90 python bench/w4a16.py --device cuda --json "$OUT/w4a16.json" 2>&1 | tee "$OUT/w4a16.log" || true
+exit "$status"

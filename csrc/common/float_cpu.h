@@ -77,14 +77,18 @@ inline Half from_float<Half>(float v) {
   return Half{static_cast<uint16_t>(sign | h)};
 }
 
-//! @p v rounded to the nearest float16 value (ties to even), returned as float32. The fast path
-//! rounds the mantissa to 10 bits in place; values below the smallest normal half take the
-//! exact conversion.
+//! @p v rounded to the nearest float16 value (ties to even), returned as float32, for finite
+//! values within the float16 range. Branch-free so that loops over it vectorize: normal halves
+//! round the float32 mantissa to 10 bits in place; below 2^-14 adding 0.5 rounds to the
+//! subnormal-half grid (multiples of 2^-24, the float32 ulp at 0.5).
 inline float round_to_half(float v) {
-  uint32_t u = float_bits(v);
-  if ((u & 0x7fffffffu) < 0x38800000u) return to_float(from_float<Half>(v));
-  u += 0xfffu + ((u >> 13) & 1u);
-  return bits_float(u & 0xffffe000u);
+  const uint32_t u = float_bits(v);
+  const uint32_t sign = u & 0x80000000u;
+  const uint32_t mag = u & 0x7fffffffu;
+  const float normal = bits_float(sign | ((mag + 0xfffu + ((mag >> 13) & 1u)) & 0x7fffe000u));
+  const float tiny = (bits_float(mag) + 0.5f) - 0.5f;
+  const float subnormal = bits_float(sign | float_bits(tiny));
+  return mag < 0x38800000u ? subnormal : normal;
 }
 
 //! Round to nearest, ties to even; nan stays a quiet nan.

@@ -42,6 +42,30 @@ void dequant_row(const int32_t* qweight, int64_t i, int64_t n, int64_t word0, in
   for (int64_t c = 0; c < n_words * 8; ++c) dst[c] = round_to_half((dst[c] - zero[c]) * scale[c]);
 }
 
+//! Per column of one chunk, the 16 weights a code can stand for in group g:
+//! lut[c * 16 + q] = round_to_half((q - zero) * scale). Rounding 16 values per column and group
+//! instead of every weight keeps the fp16 semantics off the per-weight path.
+void build_lut(const int32_t* qzeros, const Half* scales, int64_t g, int64_t n, int64_t word0,
+               int64_t n_words, float* zero, float* scale, float* lut) {
+  load_group(qzeros, scales, g, n, word0, n_words, zero, scale);
+  for (int64_t c = 0; c < n_words * 8; ++c) {
+    for (int q = 0; q < 16; ++q) lut[c * 16 + q] = round_to_half((q - zero[c]) * scale[c]);
+  }
+}
+
+//! W_T values of row i for one chunk, looked up in the chunk's table (see build_lut).
+void dequant_row_lut(const int32_t* qweight, int64_t i, int64_t n, int64_t word0,
+                     int64_t n_words, const float* lut, float* dst) {
+  const int32_t* row = qweight + i * (n / 8) + word0;
+  for (int64_t w = 0; w < n_words; ++w) {
+    const uint32_t word = static_cast<uint32_t>(row[w]);
+    const float* l = lut + w * 8 * 16;
+    for (int j = 0; j < 8; ++j) {
+      dst[w * 8 + j] = l[j * 16 + ((word >> (4 * awq_nibble_of_column(j))) & 0xfu)];
+    }
+  }
+}
+
 constexpr int64_t kMicroRows = 4;  //!< rows of the GEMM register block (4 x 8 accumulators)
 
 //! acc[4, 8] (row stride kChunkCols) += x[4, G] (row stride ldx) @ w[G, 8] (row stride
@@ -95,7 +119,7 @@ void gemv(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
 #pragma omp parallel num_threads(num_threads)
   {
     const int64_t cols = 8 * kGemvChunkWords;
-    std::vector<float> acc(m * cols), zero(cols), scale(cols), w(cols);
+    std::vector<float> acc(m * cols), zero(cols), scale(cols), w(cols), lut(cols * 16);
 #pragma omp for schedule(static)
     for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
       const int64_t word0 = chunk * kGemvChunkWords;
@@ -104,9 +128,10 @@ void gemv(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t i = 0; i < k; ++i) {
         if (i % group_size == 0) {
-          load_group(qzeros, scales, i / group_size, n, word0, words, zero.data(), scale.data());
+          build_lut(qzeros, scales, i / group_size, n, word0, words, zero.data(), scale.data(),
+                    lut.data());
         }
-        dequant_row(qweight, i, n, word0, words, zero.data(), scale.data(), w.data());
+        dequant_row_lut(qweight, i, n, word0, words, lut.data(), w.data());
         const float* wr = w.data();
         for (int64_t r = 0; r < m; ++r) {
           const float xv = xf[r * k + i];
@@ -132,7 +157,7 @@ void gemm(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
   {
     std::vector<float> acc(kGemmRowTile * kChunkCols);
     std::vector<float> wgroup(group_size * kChunkCols);  // one unpacked group, [G, chunk]
-    float zero[kChunkCols], scale[kChunkCols];
+    float zero[kChunkCols], scale[kChunkCols], lut[kChunkCols * 16];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n_chunks * n_tiles; ++item) {
       const int64_t chunk = item % n_chunks;
@@ -143,10 +168,10 @@ void gemm(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
       const int64_t width = words * 8;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t g = 0; g < k / group_size; ++g) {
-        load_group(qzeros, scales, g, n, word0, words, zero, scale);
+        build_lut(qzeros, scales, g, n, word0, words, zero, scale, lut);
         for (int64_t kk = 0; kk < group_size; ++kk) {
-          dequant_row(qweight, g * group_size + kk, n, word0, words, zero, scale,
-                      &wgroup[kk * kChunkCols]);
+          dequant_row_lut(qweight, g * group_size + kk, n, word0, words, lut,
+                          &wgroup[kk * kChunkCols]);
         }
         const float* xg = &xf[row0 * k + g * group_size];
         int64_t r = 0;
