@@ -111,6 +111,7 @@ def test_quality_matches_autoawq_and_beats_rtn(awq_fixture, ours, tmp_path, info
     assert kl_rtn == pytest.approx(
         fixture["rtn_fp32_vs_original_fp32"]["kl_mean_per_token"], rel=0.01
     )
+    print(f"quality-set KL to fp32: ours {kl_ours:.4f}, AutoAWQ {kl_autoawq:.4f}, RTN {kl_rtn:.4f}")
     assert kl_ours <= 1.10 * kl_autoawq
     assert kl_ours < kl_rtn
 
