@@ -76,3 +76,46 @@ def test_help_lists_every_command(tmp_path):
     out = run(["--help"], tmp_path).stdout
     for cmd in ("demo", "caption", "generate", "encode", "decode", "write-checkpoint"):
         assert cmd in out
+
+
+def test_chat_reads_images_questions_and_reset(ckpt, tmp_path):
+    img = tmp_path / "in.png"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(img)
+    env = dict(os.environ, VILAU_RT_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "vilau_rt.cli", "chat", str(ckpt), "--max-new-tokens", "3"],
+        input=f"{img}\nWhat is it?\nreset\nAnd now?\nexit\n", capture_output=True, text=True,
+        env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"(image {img} queued)" in proc.stdout and "(conversation reset)" in proc.stdout
+    assert "error" not in proc.stderr.lower()
+
+
+def test_bench_reports_every_figure(ckpt, tmp_path):
+    out = json.loads(
+        run(["bench", str(ckpt), "--repeat", "1", "--tokens", "4", "--json"], tmp_path).stdout
+    )
+    for key in ("vision_ms", "time_to_first_token_ms", "decode_tok_s", "image_s"):
+        assert out[key] >= 0
+    assert out["backend"] == "torch"
+
+
+def test_native_and_onnxruntime_backends_from_the_cli(ckpt, tmp_path):
+    pytest.importorskip("onnxruntime_extensions", reason="the [onnx] extra is not installed")
+    img = tmp_path / "in.png"
+    Image.fromarray(np.full((40, 40, 3), 60, np.uint8)).save(img)
+    results = {}
+    for backend in ("torch", "native", "onnxruntime"):
+        args = [
+            "caption",
+            str(ckpt),
+            str(img),
+            "--max-new-tokens",
+            "5",
+            "--json",
+            "--backend",
+            backend,
+        ]
+        results[backend] = json.loads(run(args, tmp_path).stdout)["token_ids"]
+    assert results["native"] == results["torch"] == results["onnxruntime"]

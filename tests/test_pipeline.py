@@ -206,3 +206,35 @@ def test_video_file_is_decoded(random_pipe, tmp_path):
 def test_video_generation_gives_frames(random_pipe):
     videos = random_pipe.generate_video("a bird flying", seed=0, top_k=20, num_frames=8)
     assert len(videos) == 1 and len(videos[0]) == 8 and videos[0][0].size == (32, 32)
+
+
+def test_kv_cache_is_allocated_once_for_the_context(random_pipe):
+    random_pipe.generate("Hello there", max_new_tokens=3)
+    cache = random_pipe.backend.model.llm.model.layers[0].self_attn.kv_cache
+    ptr, length = cache.k.data_ptr(), cache.k.shape[2]
+    assert length == random_pipe.cfg.llm.context_length
+    random_pipe.generate("A longer prompt than the one before, with more words", max_new_tokens=5)
+    cache = random_pipe.backend.model.llm.model.layers[0].self_attn.kv_cache
+    assert cache.k.data_ptr() == ptr
+
+
+def test_max_context_caps_requests(tmp_path):
+    path = write_checkpoint(preset("tiny-256"), tmp_path / "t")
+    pipe = Pipeline.from_pretrained(path, device="cpu", max_context=64)
+    with pytest.raises(PromptError, match="context of 64"):
+        pipe.generate("hi", max_new_tokens=60)
+    assert pipe.backend.model.llm.cache_len in (0, 64)
+    with pytest.raises(ValueError, match="max_context"):
+        Pipeline.from_pretrained(path, device="cpu", max_context=10_000)
+
+
+def test_logits_and_perplexity_match_transformers(official, tiny_fixture):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.LlamaForCausalLM.from_pretrained(tiny_fixture / "llm").eval()
+    text = "A chat between a curious user and an artificial intelligence assistant."
+    ids = official.tokenizer.encode(text)
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]), labels=torch.tensor([ids]))
+    ours = torch.from_numpy(official.logits(text))
+    torch.testing.assert_close(ours, out.logits[0], rtol=1e-4, atol=1e-4)
+    assert official.perplexity([text]) == pytest.approx(float(out.loss.exp()), rel=1e-4)

@@ -71,7 +71,7 @@ class ChatSession:
         kept_images = sum(1 for t in target[:keep] if t == IMAGE_PLACEHOLDER_ID)
         cache_pos = keep + kept_images * (tokens_per_image - 1)
         if cache_pos == 0:
-            pipe.backend.setup_cache(1, pipe.cfg.llm.context_length)
+            pipe.backend.setup_cache(1, pipe.max_context)
         pipe._cache_owner = self
         self._cached = self._cached[:keep]  # slots past `keep` are about to be overwritten
 

@@ -77,11 +77,25 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 class Pipeline:
-    def __init__(self, backend: Backend, tokenizer: Tokenizer, path: Path | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        tokenizer: Tokenizer,
+        path: Path | None = None,
+        max_context: int | None = None,
+    ):
         self.backend = backend
         self.tokenizer = tokenizer
         self.path = path
         self.cfg = backend.cfg
+        ctx = self.cfg.llm.context_length
+        if max_context is not None and not 1 <= max_context <= ctx:
+            raise ValueError(
+                f"max_context must be in [1, {ctx}] (the model context), got {max_context}"
+            )
+        # KV caches are allocated once per batch size for this many positions (the model context
+        # unless lowered, e.g. to fit an 8 GB Jetson) and reused by every later request.
+        self.max_context = max_context or ctx
         self.stats: dict = {}
         self._cache_owner = None  # the ChatSession whose turns the KV cache holds, if any
 
@@ -98,6 +112,7 @@ class Pipeline:
         dtype: torch.dtype | str | None = None,
         siglip_config=None,
         cache_dir: str | Path | None = None,
+        max_context: int | None = None,
     ) -> Pipeline:
         """Load an official VILA-U checkpoint folder (or, for ``backend="onnxruntime"``, an
         exported bundle; a checkpoint is then exported on first use into ``cache_dir``).
@@ -105,7 +120,8 @@ class Pipeline:
         Backends: ``torch`` (the eager reference), ``native`` (static KV cache, our C++/CUDA
         kernels, CUDA graphs on GPUs), ``onnxruntime`` (the exported ONNX graphs). device
         defaults to CUDA when available, else CPU; dtype to bfloat16 (float16 where bf16 is
-        unsupported) on CUDA and float32 on the CPU.
+        unsupported) on CUDA and float32 on the CPU. ``max_context`` caps the positions the
+        static KV cache holds (default: the model's context length).
         """
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
@@ -113,7 +129,7 @@ class Pipeline:
             from .backends.onnxruntime_backend import load_bundle_or_export
 
             ort = load_bundle_or_export(path, cache_dir, siglip_config=siglip_config)
-            return cls(ort, Tokenizer.from_folder(ort.root / "tokenizer"), Path(path))
+            return cls(ort, Tokenizer.from_folder(ort.root / "tokenizer"), Path(path), max_context)
         device = torch.device(device) if device is not None else default_device()
         if isinstance(dtype, str):
             name, dtype = dtype, getattr(torch, dtype.replace("torch.", ""), None)
@@ -125,8 +141,8 @@ class Pipeline:
         if backend == "native":
             from .backends.native import NativeBackend
 
-            return cls(NativeBackend.from_model(model), tokenizer, Path(path))
-        return cls(TorchBackend(model), tokenizer, Path(path))
+            return cls(NativeBackend.from_model(model), tokenizer, Path(path), max_context)
+        return cls(TorchBackend(model), tokenizer, Path(path), max_context)
 
     # -- image tokenizer ------------------------------------------------------------------
     def _pixels(self, images) -> torch.Tensor:
@@ -163,15 +179,15 @@ class Pipeline:
             ids = [int(i) for i in text_or_ids]
         if not ids:
             raise PromptError("no tokens to score: pass a non-empty text or id list")
-        limit = self.cfg.llm.context_length
+        limit = self.max_context
         if len(ids) > limit:
-            raise PromptError(f"{len(ids)} tokens exceed the model context of {limit}")
+            raise PromptError(f"{len(ids)} tokens exceed the context of {limit}")
         vocab = self.cfg.llm.vocab_size
         if min(ids) < 0 or max(ids) >= vocab:
             raise PromptError(f"token ids must lie in [0, {vocab}); got {min(ids)}..{max(ids)}")
         self._cache_owner = None
         t = torch.tensor([ids], device=self.device)
-        self.backend.setup_cache(1, len(ids))
+        self.backend.setup_cache(1, self.max_context)
         hidden = self.backend.forward(
             self.backend.embed_tokens(t), torch.arange(len(ids))[None].to(self.device), 0
         )
@@ -245,7 +261,7 @@ class Pipeline:
         """Splice, check the context, generate; the shared tail of generate() and chat turns."""
         t_vision = time.perf_counter()
         embeds = splice_images(self.backend, ids, image_embeds)
-        limit = self.cfg.llm.context_length
+        limit = self.max_context
         total = cache_pos + embeds.shape[1]
         if total + settings.max_new_tokens > limit:
             raise PromptError(
@@ -253,6 +269,8 @@ class Pipeline:
                 f"{settings.max_new_tokens} exceeds the model context of {limit} tokens; "
                 "shorten the prompt, use fewer images or lower max_new_tokens"
             )
+        if cache_pos == 0:
+            self.backend.setup_cache(1, limit)  # allocated once, reused by later requests
         fed: list[int] = []
         tokens = generate_text(
             self.backend, embeds, settings, eos_id=self.tokenizer.eos_id,
@@ -359,11 +377,12 @@ class Pipeline:
         dev = self.device
         n_pos = self.cfg.tokens_per_image * frames
         need = batch.input_ids.shape[1] + n_pos
-        if need > self.cfg.llm.context_length:
+        if need > self.max_context:
             raise PromptError(
                 f"prompt of {batch.input_ids.shape[1]} tokens + {n_pos} image tokens exceeds "
-                f"the model context of {self.cfg.llm.context_length}; shorten the prompt"
+                f"the model context of {self.max_context}; shorten the prompt"
             )
+        self.backend.setup_cache(2 * num, self.max_context)
         self._cache_owner = None
         t0 = time.perf_counter()
         codes = generate_codes(
