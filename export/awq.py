@@ -455,11 +455,14 @@ def awq_quantize_llama(
     search: AWQSearchConfig | None = None,
     progress: Callable[[ScaleChoice], None] | None = None,
     llama_config: LlamaConfig | None = None,
+    extra_embeds: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """AWQ-quantize a float LLaMA -> an HF state dict in AutoAWQ GEMM format (CPU tensors).
 
     ``model_or_source``: a float ``LlamaForCausalLM``, an HF LLaMA folder, or a ``TensorSource``
     with ``llama_config``. ``token_blocks``: int64 [n, L] calibration ids (``calibration_blocks``).
+    ``extra_embeds``: more calibration blocks given as input embeddings [m, L, H], for inputs
+    that are not token ids (VILA-U prompts with projected image embeddings spliced in).
     ``progress`` receives each scale group's choice as it is made.
     """
     s = search or AWQSearchConfig()
@@ -483,6 +486,13 @@ def awq_quantize_llama(
     embed = _tensor(src, "model.embed_tokens.weight", (lcfg.vocab_size, hidden))
     x = embed[token_blocks].to(device=dev, dtype=act_dtype)  # [n, L, H]
     length = token_blocks.shape[1]
+    if extra_embeds is not None:
+        if extra_embeds.dim() != 3 or tuple(extra_embeds.shape[1:]) != (length, hidden):
+            raise ValueError(
+                f"extra_embeds must be [m, {length}, {hidden}] like the token blocks, got "
+                f"{tuple(extra_embeds.shape)}"
+            )
+        x = torch.cat([x, extra_embeds.to(device=dev, dtype=act_dtype)])
     rotary = RotaryEmbedding(lcfg)
     cos, sin = rotary(torch.arange(length, device=dev)[None], length, dtype)
     mask = attention_mask(0, length, None, dev)
@@ -579,10 +589,12 @@ def quantize_llm_folder(
     search: AWQSearchConfig | None = None,
     encode: Callable[[str], list[int]] | None = None,
     progress: Callable[[ScaleChoice], None] | None = None,
+    extra_embeds: torch.Tensor | None = None,
 ) -> Path:
     """Float HF LLaMA folder ``src`` -> AWQ GEMM folder ``dst`` (tokenizer files copied).
 
-    ``texts`` default to the built-in calibration set; ``encode`` to ``src/tokenizer.model``.
+    ``texts`` default to the built-in calibration set; ``encode`` to ``src/tokenizer.model``;
+    ``extra_embeds`` as in ``awq_quantize_llama``.
     """
     src = Path(src)
     s = search or AWQSearchConfig()
@@ -590,6 +602,6 @@ def quantize_llm_folder(
         encode = sentencepiece_encoder(src / "tokenizer.model")
     blocks = calibration_blocks(texts or read_calib_texts(), encode, s.seq_len, s.max_samples)
     lcfg = LlamaConfig.from_hf(json.loads((src / "config.json").read_text()))
-    state = awq_quantize_llama(src, blocks, cfg, s, progress)
+    state = awq_quantize_llama(src, blocks, cfg, s, progress, extra_embeds=extra_embeds)
     side = [src / f for f in LLM_SIDE_FILES if (src / f).is_file()]
     return save_awq_llm(dst, state, lcfg, cfg, extra_files=side)

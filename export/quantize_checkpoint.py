@@ -2,7 +2,9 @@
 
 The vision tower and the projector are copied untouched; ``llm/`` is quantized block by block by
 ``vilau_export.awq`` into the AutoAWQ GEMM format (readable by AutoAWQ, vLLM, transformers and
-us). The output appears only when complete (temporary folder, renamed at the end). When done,
+us). Calibration uses text blocks and, because the LLM of VILA-U reads image tokens in real use,
+image-conditioned prompts: understanding prompts whose ``<image>`` is the projected RVQ embedding
+of a calibration image (the user's, or built-in procedural test pictures). The output appears only when complete (temporary folder, renamed at the end). When done,
 the quantized LLM is compared with the float one on held-out texts (not the calibration set):
 mean KL(float || quantized) of the next-token distributions and the perplexity ratio.
 """
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vilau_rt.awq import AWQConfig, load_llm
@@ -33,10 +36,19 @@ def quantize_checkpoint(
     group_size: int = 128,
     zero_point: bool = True,
     calib: str | Path | None = None,
+    images: list | None = None,
+    image_prompts: int = 16,
     search: AWQSearchConfig | None = None,
     progress: Callable | None = None,
 ) -> Path:
+    """Quantize ``ckpt``'s LLM into the new checkpoint ``out``.
+
+    ``calib``: a text file (one calibration text a line; default: the built-in set). ``images``:
+    calibration images for the image-conditioned prompts (default: procedural test pictures);
+    ``image_prompts``: how many such prompts (0 = text only).
+    """
     ckpt, out = Path(ckpt), Path(out)
+    s = search or AWQSearchConfig()
     for part in ("config.json", "llm", "vision_tower", "mm_projector"):
         if not (ckpt / part).exists():
             raise CheckpointNotFoundError(
@@ -52,20 +64,81 @@ def quantize_checkpoint(
         shutil.copytree(ckpt / "vision_tower", tmp / "vision_tower")
         shutil.copytree(ckpt / "mm_projector", tmp / "mm_projector")
         tok = Tokenizer.from_folder(ckpt / "llm")
+        texts = read_calib_texts(calib)
+        extra = None
+        if image_prompts > 0:
+            extra = image_conditioned_blocks(ckpt, texts, s.seq_len, image_prompts, images)
         quantize_llm_folder(
             ckpt / "llm",
             tmp / "llm",
             AWQConfig(group_size=group_size, zero_point=zero_point),
-            texts=read_calib_texts(calib),
-            search=search,
+            texts=texts,
+            search=s,
             encode=lambda text: tok.encode(text, add_bos=True),
             progress=progress,
+            extra_embeds=extra,
         )
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def calibration_images(n: int) -> list[np.ndarray]:
+    """``n`` procedural RGB pictures (gradients, discs, stripes, checkers, noise): no downloads."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:96].astype(np.float32) / 95
+    out = []
+    for i in range(n):
+        c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        kind = i % 5
+        if kind == 0:
+            t = x * np.cos(i) + y * np.sin(i)
+        elif kind == 1:
+            t = ((x - rng.uniform(0.2, 0.8)) ** 2 + (y - rng.uniform(0.2, 0.8)) ** 2 < 0.06) * 1.0
+        elif kind == 2:
+            t = (np.sin(x * rng.uniform(5, 40)) > 0) * 1.0
+        elif kind == 3:
+            t = ((np.floor(x * 8) + np.floor(y * 8)) % 2) * 1.0
+        else:
+            t = rng.uniform(0, 1, x.shape)
+        img = c0 + (c1 - c0) * t[..., None]
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+@torch.no_grad()
+def image_conditioned_blocks(
+    ckpt: Path, texts: list[str], seq_len: int, n_prompts: int, images: list | None = None
+) -> torch.Tensor:
+    """[m, seq_len, H] input-embedding blocks of understanding prompts with one image each.
+
+    The model is loaded in its stored dtype, so its tensors stay memory-mapped views: only the
+    vision tower, the projector and the embedding rows used are ever read (a 7B LLM is not).
+    """
+    from vilau_rt.generate import splice_images
+    from vilau_rt.pipeline import Pipeline
+    from vilau_rt.prompts import build_understanding_prompt, tokenize_with_images
+    from vilau_rt.safetensors_io import TensorSource
+
+    stored = TensorSource(ckpt / "llm").meta("model.embed_tokens.weight")[0]
+    pipe = Pipeline.from_pretrained(ckpt, device="cpu", dtype=stored)
+    pics = list(images) if images else calibration_images(n_prompts)
+    parts = []
+    for i in range(n_prompts):
+        emb = pipe.image_embeddings([pics[i % len(pics)]])
+        prompt = build_understanding_prompt(texts[i % len(texts)], num_images=1)
+        ids = tokenize_with_images(pipe.tokenizer, prompt)
+        parts.append(splice_images(pipe.backend, ids, emb)[0].float())
+    stream = torch.cat(parts)
+    n = stream.shape[0] // seq_len
+    if n == 0:
+        raise ValueError(
+            f"{n_prompts} image prompts give {stream.shape[0]} positions, fewer than one block of "
+            f"{seq_len}: raise image_prompts"
+        )
+    return stream[: n * seq_len].view(n, seq_len, -1)
 
 
 def _compare_dtype(folder: Path) -> torch.dtype:

@@ -96,6 +96,22 @@ def test_quantize_cli_writes_a_loadable_checkpoint_close_to_the_float_one(tmp_pa
     assert pipe.generate("Hello", max_new_tokens=2).token_ids is not None
 
 
+def test_image_conditioned_calibration_blocks_hold_projected_image_rows(tmp_path):
+    from vilau_export.quantize_checkpoint import calibration_images, image_conditioned_blocks
+
+    src = write_checkpoint(preset("tiny-256"), tmp_path / "float")
+    pics = calibration_images(3)
+    blocks = image_conditioned_blocks(src, ["Describe the picture."], 64, 3, pics)
+    assert blocks.shape[1:] == (64, 96) and blocks.shape[0] >= 1
+    pipe = Pipeline.from_pretrained(src, device="cpu")
+    image_rows = pipe.image_embeddings(pics[:1])[0]  # [16, 96]
+    flat = blocks.reshape(-1, 96)
+    # the first prompt's 16 image positions appear, in order, in the calibration stream
+    hits = [int((flat - row).abs().amax(dim=1).argmin()) for row in image_rows]
+    assert all(float((flat[h] - r).abs().max()) < 1e-6 for h, r in zip(hits, image_rows))
+    assert hits == list(range(hits[0], hits[0] + 16))
+
+
 def test_interrupted_quantize_leaves_nothing(tmp_path, monkeypatch):
     from vilau_export import quantize_checkpoint as qc
 

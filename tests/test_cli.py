@@ -119,3 +119,25 @@ def test_native_and_onnxruntime_backends_from_the_cli(ckpt, tmp_path):
         ]
         results[backend] = json.loads(run(args, tmp_path).stdout)["token_ids"]
     assert results["native"] == results["torch"] == results["onnxruntime"]
+
+
+def test_quantize_prints_the_comparison_and_writes_a_loadable_checkpoint(tmp_path):
+    from dataclasses import replace
+
+    from vilau_export.checkpoint_writer import write_checkpoint
+    from vilau_rt.config import preset
+    from vilau_rt.llama import LlamaConfig
+
+    cfg = preset("tiny-256")
+    llm = LlamaConfig(516, 128, 256, 1, 4, 4, 256, rms_norm_eps=1e-5)
+    cfg = replace(cfg, llm=llm, projector=replace(cfg.projector, out_features=128),
+                  depth=replace(cfg.depth, llm_dim=128))  # fmt: skip
+    src = write_checkpoint(cfg, tmp_path / "float")
+    out = tmp_path / "int4"
+    args = ["quantize", str(src), str(out), "--group-size", "64", "--image-prompts", "4", "--json"]
+    report = json.loads(run(args, tmp_path).stdout)
+    assert report["checkpoint"] == str(out) and report["mean_kl"] >= 0
+    assert 0.5 < report["perplexity_ratio"] < 2
+    assert (out / "llm" / "config.json").is_file()
+    again = run(args, tmp_path, check=False)
+    assert again.returncode == 2 and "exists" in again.stderr

@@ -185,6 +185,16 @@ def cmd_bench(args) -> None:
     _emit(args, payload, human)
 
 
+def _image_files(folder: str | None) -> list[str] | None:
+    if folder is None:
+        return None
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+    files = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in exts)
+    if not files:
+        raise ConfigError(f"--calib-images {folder} holds no .png/.jpg/.jpeg/.bmp/.webp file")
+    return files
+
+
 def cmd_quantize(args) -> None:
     from vilau_export.quantize_checkpoint import compare_llms, quantize_checkpoint
 
@@ -198,6 +208,7 @@ def cmd_quantize(args) -> None:
         out = quantize_checkpoint(
             args.checkpoint, args.out, group_size=args.group_size,
             zero_point=not args.no_zero_point, calib=args.calib,
+            images=_image_files(args.calib_images), image_prompts=args.image_prompts,
             progress=lambda choice: bar.update(1),
         )  # fmt: skip
     report = compare_llms(Path(args.checkpoint) / "llm", out / "llm")
@@ -341,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-zero-point", action="store_true",
                     help="symmetric weights (what TensorRT's native INT4 needs)")  # fmt: skip
     sp.add_argument("--calib", help="calibration texts, one per line (default: built-in set)")
+    sp.add_argument("--calib-images", help="folder of images for the image-conditioned "
+                    "calibration prompts (default: built-in procedural pictures)")  # fmt: skip
+    sp.add_argument("--image-prompts", type=int, default=16,
+                    help="image-conditioned calibration prompts (0: text only)")  # fmt: skip
     sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     sp.set_defaults(fn=cmd_quantize)
 
