@@ -16,7 +16,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="graph dtype")
     p.add_argument(
         "--quant", choices=("none", "awq-int4"), default="none",
-        help="LLM weight quantization (awq-int4: not supported by the ONNX export yet)",
+        help="LLM weights: none (float) or awq-int4 (an AWQ checkpoint from vilau-rt quantize "
+        "or AutoAWQ; its linears become com.microsoft::MatMulNBits)",
     )  # fmt: skip
     p.add_argument("--siglip-config", type=Path, help="SigLIP config folder or config.json")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

@@ -74,11 +74,6 @@ def export_bundle(
         )
     if quant not in QUANTS:
         raise ConfigError(f"quant {quant!r} is not known; choose one of {list(QUANTS)}")
-    if quant != "none":
-        raise ConfigError(
-            f"quant {quant!r} is not supported by the ONNX export yet (W4A16 linears as "
-            "com.microsoft::MatMulNBits are planned); export with --quant none"
-        )
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; remove it or pass overwrite=True")
@@ -86,6 +81,7 @@ def export_bundle(
         raise CheckpointNotFoundError(f"the parent folder of {out} does not exist; create it first")
 
     model = load_vilau(ckpt_path, dtype=PRECISIONS[precision], siglip_config=siglip_config)
+    _apply_quant(model, quant, Path(ckpt_path), PRECISIONS[precision])
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -99,6 +95,24 @@ def export_bundle(
         raise
     log.info("exported %s to %s", ckpt_path, out)
     return out
+
+
+def _apply_quant(model: VilaU, quant: str, ckpt: Path, dtype: torch.dtype) -> None:
+    """awq-int4: the checkpoint's W4A16 linears become com.microsoft::MatMulNBits nodes."""
+    from vilau_rt.awq import W4A16Linear
+
+    from .onnx_awq import to_matmul_nbits
+
+    is_awq = any(isinstance(m, W4A16Linear) for m in model.llm.modules())
+    if quant == "none" and is_awq:
+        raise ConfigError(f"{ckpt / 'llm'} holds AWQ INT4 weights: export it with --quant awq-int4")
+    if quant == "awq-int4":
+        if not is_awq:
+            raise ConfigError(
+                f"{ckpt / 'llm'} is a float LLM: quantize it first (vilau-rt quantize CKPT OUT), "
+                "then export OUT with --quant awq-int4"
+            )
+        to_matmul_nbits(model.llm, dtype)
 
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:

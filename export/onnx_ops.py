@@ -6,6 +6,7 @@
 | ``vilau::rvq_lookup``        | ``vilau::RVQLookup``      |                                            |
 | ``vilau::depth_decode``      | ``vilau::DepthDecode``    | attributes n_layer, n_head, embed_dim, depth |
 | ``vilau::kv_cache_write``    | ``TensorScatter`` (opset 24) | in place when past and present share a buffer |
+| ``vilau::matmul_nbits``      | ``com.microsoft::MatMulNBits`` | AWQ INT4 linears (``onnx_awq.py``)       |
 
 The ``vilau`` schemas are registered with ``onnx.defs`` so that onnxscript can build the nodes
 (it looks ops up by schema) and ``onnx.checker`` / shape inference type-check them.
@@ -69,8 +70,10 @@ def _schemas() -> list[OpSchema]:
 
 
 def register_onnx_schemas() -> None:
-    """Registers the ``vilau`` schemas with ``onnx.defs`` (idempotent)."""
-    for schema in _schemas():
+    """Registers the ``vilau`` schemas (and MatMulNBits') with ``onnx.defs`` (idempotent)."""
+    from .onnx_awq import schema as matmul_nbits_schema
+
+    for schema in [*_schemas(), matmul_nbits_schema()]:
         if not onnx.defs.has(schema.name, schema.domain):
             onnx.defs.register_schema(schema)
 
@@ -132,10 +135,13 @@ def _kv_cache_write(cache, update, write_index):
 
 def translation_table() -> dict:
     """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)``."""
+    from .onnx_awq import translations as awq_translations
+
     register_onnx_schemas()
     return {
         torch.ops.vilau.rvq_encode.default: _rvq_encode,
         torch.ops.vilau.rvq_lookup.default: _rvq_lookup,
         torch.ops.vilau.depth_decode.default: _depth_decode,
         torch.ops.vilau.kv_cache_write.default: _kv_cache_write,
+        **awq_translations(),
     }

@@ -125,6 +125,7 @@ def test_quantize_prints_the_comparison_and_writes_a_loadable_checkpoint(tmp_pat
     from dataclasses import replace
 
     from vilau_export.checkpoint_writer import write_checkpoint
+
     from vilau_rt.config import preset
     from vilau_rt.llama import LlamaConfig
 
