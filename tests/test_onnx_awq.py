@@ -83,6 +83,9 @@ def test_awq_bundle_runs_in_onnxruntime_close_to_the_reference(awq_ckpt, awq_fix
 
     torch_pipe = Pipeline.from_pretrained(awq_ckpt, device="cpu")
     ort_pipe = Pipeline.from_pretrained(out, backend="onnxruntime")
+    # a checkpoint path exports on first use, with --quant chosen from the checkpoint
+    direct = Pipeline.from_pretrained(awq_ckpt, backend="onnxruntime", cache_dir=tmp_path / "c")
+    assert direct.backend.manifest["quantization"] == "awq-int4"
     img = np.full((32, 32, 3), 100, np.uint8)
     ids = [p.generate("What is this?", images=[img], max_new_tokens=12).token_ids
            for p in (torch_pipe, ort_pipe)]  # fmt: skip

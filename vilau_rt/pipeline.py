@@ -126,9 +126,12 @@ class Pipeline:
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
         if backend == "onnxruntime":
+            from .awq import read_awq_config
             from .backends.onnxruntime_backend import load_bundle_or_export
 
-            ort = load_bundle_or_export(path, cache_dir, siglip_config=siglip_config)
+            llm_dir = Path(path) / "llm"
+            quant = "awq-int4" if llm_dir.is_dir() and read_awq_config(llm_dir) else "none"
+            ort = load_bundle_or_export(path, cache_dir, quant=quant, siglip_config=siglip_config)
             return cls(ort, Tokenizer.from_folder(ort.root / "tokenizer"), Path(path), max_context)
         device = torch.device(device) if device is not None else default_device()
         if isinstance(dtype, str):
