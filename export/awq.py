@@ -36,7 +36,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -60,9 +59,9 @@ from vilau_rt.llama import (
 )
 from vilau_rt.safetensors_io import TensorSource
 
-log = logging.getLogger(__name__)
+from .calibration import calibration_blocks, read_calib_texts, sentencepiece_encoder
 
-CALIB_TEXTS = resources.files("vilau_rt") / "data" / "calib_texts.txt"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,48 +100,6 @@ class ScaleChoice:
     scales: torch.Tensor = field(repr=False)
     x_mean: torch.Tensor = field(repr=False)
     w_mean: torch.Tensor = field(repr=False)
-
-
-# ---------------------------------------------------------------------------- calibration
-
-
-def read_calib_texts(path: str | Path | None = None) -> list[str]:
-    """Non-empty lines of ``path``, or of the built-in set ``vilau_rt/data/calib_texts.txt``."""
-    text = Path(path).read_text() if path is not None else CALIB_TEXTS.read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def sentencepiece_encoder(model_path: str | Path, add_bos: bool = True) -> Callable:
-    """text -> ids with a sentencepiece model (LLaMA's ``tokenizer.model``), BOS first."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(model_path))
-    bos = [sp.bos_id()] if add_bos else []
-    return lambda text: bos + sp.encode(text)
-
-
-def calibration_blocks(
-    texts: Iterable[str], encode: Callable[[str], list[int]], seq_len: int, max_samples: int
-) -> torch.Tensor:
-    """AutoAWQ's calibration set: encode each text, drop those longer than ``seq_len`` tokens,
-    keep ``max_samples``, concatenate, cut into blocks -> int64 [n_blocks, seq_len]."""
-    ids: list[int] = []
-    used = 0
-    for text in texts:
-        tokens = list(encode(text.strip()))
-        if not tokens or len(tokens) > seq_len:
-            continue
-        ids += tokens
-        used += 1
-        if used == max_samples:
-            break
-    n = len(ids) // seq_len
-    if n == 0:
-        raise ValueError(
-            f"calibration texts give {len(ids)} tokens from {used} texts, fewer than one block of "
-            f"seq_len={seq_len}: add texts or lower seq_len"
-        )
-    return torch.tensor(ids[: n * seq_len], dtype=torch.int64).view(n, seq_len)
 
 
 # ---------------------------------------------------------------------------- weights

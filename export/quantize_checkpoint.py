@@ -17,14 +17,14 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vilau_rt.awq import AWQConfig, load_llm
 from vilau_rt.errors import CheckpointNotFoundError
 from vilau_rt.tokenizer import Tokenizer
 
-from .awq import AWQSearchConfig, quantize_llm_folder, read_calib_texts
+from .awq import AWQSearchConfig, quantize_llm_folder
+from .calibration import image_conditioned_blocks, read_calib_texts
 
 HELD_OUT = resources.files("vilau_rt") / "data" / "texts.txt"
 
@@ -83,62 +83,6 @@ def quantize_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def calibration_images(n: int) -> list[np.ndarray]:
-    """``n`` procedural RGB pictures (gradients, discs, stripes, checkers, noise): no downloads."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:96, 0:96].astype(np.float32) / 95
-    out = []
-    for i in range(n):
-        c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        kind = i % 5
-        if kind == 0:
-            t = x * np.cos(i) + y * np.sin(i)
-        elif kind == 1:
-            t = ((x - rng.uniform(0.2, 0.8)) ** 2 + (y - rng.uniform(0.2, 0.8)) ** 2 < 0.06) * 1.0
-        elif kind == 2:
-            t = (np.sin(x * rng.uniform(5, 40)) > 0) * 1.0
-        elif kind == 3:
-            t = ((np.floor(x * 8) + np.floor(y * 8)) % 2) * 1.0
-        else:
-            t = rng.uniform(0, 1, x.shape)
-        img = c0 + (c1 - c0) * t[..., None]
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return out
-
-
-@torch.no_grad()
-def image_conditioned_blocks(
-    ckpt: Path, texts: list[str], seq_len: int, n_prompts: int, images: list | None = None
-) -> torch.Tensor:
-    """[m, seq_len, H] input-embedding blocks of understanding prompts with one image each.
-
-    The model is loaded in its stored dtype, so its tensors stay memory-mapped views: only the
-    vision tower, the projector and the embedding rows used are ever read (a 7B LLM is not).
-    """
-    from vilau_rt.generate import splice_images
-    from vilau_rt.pipeline import Pipeline
-    from vilau_rt.prompts import build_understanding_prompt, tokenize_with_images
-    from vilau_rt.safetensors_io import TensorSource
-
-    stored = TensorSource(ckpt / "llm").meta("model.embed_tokens.weight")[0]
-    pipe = Pipeline.from_pretrained(ckpt, device="cpu", dtype=stored)
-    pics = list(images) if images else calibration_images(n_prompts)
-    parts = []
-    for i in range(n_prompts):
-        emb = pipe.image_embeddings([pics[i % len(pics)]])
-        prompt = build_understanding_prompt(texts[i % len(texts)], num_images=1)
-        ids = tokenize_with_images(pipe.tokenizer, prompt)
-        parts.append(splice_images(pipe.backend, ids, emb)[0].float())
-    stream = torch.cat(parts)
-    n = stream.shape[0] // seq_len
-    if n == 0:
-        raise ValueError(
-            f"{n_prompts} image prompts give {stream.shape[0]} positions, fewer than one block of "
-            f"{seq_len}: raise image_prompts"
-        )
-    return stream[: n * seq_len].view(n, seq_len, -1)
 
 
 def _compare_dtype(folder: Path) -> torch.dtype:

@@ -9,14 +9,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from vilau_export.awq import (
-    AWQSearchConfig,
-    awq_quantize_llama,
-    calibration_blocks,
-    read_calib_texts,
-    save_awq_llm,
-    sentencepiece_encoder,
-)
+from vilau_export.awq import AWQSearchConfig, awq_quantize_llama, save_awq_llm
+from vilau_export.calibration import calibration_blocks, read_calib_texts, sentencepiece_encoder
 
 from vilau_rt.awq import AWQConfig, fake_quantize, load_awq_llm, load_llm
 from vilau_rt.errors import ConfigError

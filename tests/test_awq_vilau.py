@@ -97,7 +97,7 @@ def test_quantize_cli_writes_a_loadable_checkpoint_close_to_the_float_one(tmp_pa
 
 
 def test_image_conditioned_calibration_blocks_hold_projected_image_rows(tmp_path):
-    from vilau_export.quantize_checkpoint import calibration_images, image_conditioned_blocks
+    from vilau_export.calibration import calibration_images, image_conditioned_blocks
 
     src = write_checkpoint(preset("tiny-256"), tmp_path / "float")
     pics = calibration_images(3)
