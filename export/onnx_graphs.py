@@ -19,15 +19,12 @@ slots past the current position are masked, so the sums equal the reference's ov
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vilau_rt.depth_ops import pack_depth_weights
 from vilau_rt.errors import ConfigError
-from vilau_rt.llama import LlamaForCausalLM, RotaryEmbedding, rotate_half
+from vilau_rt.llama import LlamaForCausalLM, RotaryEmbedding, attend, rotate_half
 from vilau_rt.model import VilaU
 
 from .onnx_ops import kv_cache_write
@@ -125,15 +122,7 @@ class LlmGraph(nn.Module):
         k = k * cos + rotate_half(k) * sin
         k_all = torch.ops.vilau.kv_cache_write(past_k, k, write_index)  # [B, n_kv, S, hd]
         v_all = torch.ops.vilau.kv_cache_write(past_v, v, write_index)
-        keys, values = k_all, v_all
-        if self.n_kv != self.n_head:
-            keys = keys.repeat_interleave(self.n_head // self.n_kv, dim=1)
-            values = values.repeat_interleave(self.n_head // self.n_kv, dim=1)
-        att = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(self.head_dim)  # [B, nh, T, S]
-        att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
-        att = F.softmax(att, dim=-1, dtype=torch.float32).to(q.dtype)
-        y = torch.matmul(att, values).transpose(1, 2).reshape(B, T, -1)
-        return attn.o_proj(y), [k_all, v_all]
+        return attn.o_proj(attend(q, k_all, v_all, mask)), [k_all, v_all]
 
 
 class LmHeadGraph(nn.Module):

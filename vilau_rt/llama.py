@@ -228,15 +228,23 @@ class LlamaAttention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(cache_pos, k, v)  # [B, n_kv, S, hd]
-        if self.n_kv != self.n_head:
-            k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
-        # scores in the model dtype, softmax in float32 (transformers 4.36 eager attention)
-        att = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)  # [B, nh, T, S]
-        att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
-        att = F.softmax(att, dim=-1, dtype=torch.float32).to(q.dtype)
-        y = torch.matmul(att, v).transpose(1, 2).reshape(B, T, -1)
-        return self.o_proj(y)
+        return self.o_proj(attend(q, k, v, mask))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """q [B, nh, T, hd], k/v [B, n_kv, S, hd], mask [B|1, 1, T, S] -> [B, T, nh*hd].
+
+    Scores in the model dtype, softmax in float32 (transformers 4.36 eager attention); grouped
+    KV heads are repeated to the query heads.
+    """
+    B, n_head, T, hd = q.shape
+    if k.shape[1] != n_head:
+        k = k.repeat_interleave(n_head // k.shape[1], dim=1)
+        v = v.repeat_interleave(n_head // v.shape[1], dim=1)
+    att = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(hd)  # [B, nh, T, S]
+    att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
+    att = F.softmax(att, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(att, v).transpose(1, 2).reshape(B, T, -1)
 
 
 class LlamaMLP(nn.Module):
