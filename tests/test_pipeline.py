@@ -238,3 +238,13 @@ def test_logits_and_perplexity_match_transformers(official, tiny_fixture):
     ours = torch.from_numpy(official.logits(text))
     torch.testing.assert_close(ours, out.logits[0], rtol=1e-4, atol=1e-4)
     assert official.perplexity([text]) == pytest.approx(float(out.loss.exp()), rel=1e-4)
+
+
+def test_model_sized_tensors_skip_pil_and_give_the_same_pixels(random_pipe):
+    rng = np.random.default_rng(3)
+    hwc = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    via_pil = random_pipe._pixels([Image.fromarray(hwc)])
+    for t in (torch.from_numpy(hwc), torch.from_numpy(hwc).permute(2, 0, 1)):
+        assert torch.equal(random_pipe._pixels([t]), via_pil)
+    assert np.array_equal(random_pipe.encode_image(torch.from_numpy(hwc)),
+                          random_pipe.encode_image(hwc))  # fmt: skip

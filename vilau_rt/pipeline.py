@@ -29,12 +29,24 @@ from .images import load_image, to_pil
 from .pixel_decoder import to_uint8
 from .prompts import build_understanding_prompt, generation_batch, tokenize_with_images
 from .sampling import check_sampling
-from .siglip import preprocess
+from .siglip import normalize_uint8, preprocess
 from .tokenizer import StreamDecoder, Tokenizer
 from .video import load_video
 
 BACKENDS = ("torch", "native", "onnxruntime")
 DEFAULT_CAPTION_PROMPT = "Please describe this image in detail."
+
+
+def _square_uint8_chw(image, size: int) -> torch.Tensor | None:
+    """The image as a uint8 [3, size, size] tensor view if it is a torch tensor in that shape
+    (CHW or HWC), else None."""
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.dim() != 3:
+        return None
+    if tuple(image.shape) == (3, size, size):
+        return image
+    if tuple(image.shape) == (size, size, 3):
+        return image.permute(2, 0, 1)
+    return None
 
 
 def text_settings(
@@ -149,8 +161,18 @@ class Pipeline:
 
     # -- image tokenizer ------------------------------------------------------------------
     def _pixels(self, images) -> torch.Tensor:
-        pil = [load_image(im) for im in images]
-        return preprocess(pil, self.cfg.image_size).to(self.device)
+        """pixel_values [B, 3, S, S]. A uint8 tensor already S x S (CHW or HWC, on any device) is
+        normalized where it lies; anything else goes through PIL's bicubic resize, which is
+        what the official preprocessing does (torch's bicubic is a different filter)."""
+        S = self.cfg.image_size
+        out = []
+        for im in images:
+            chw = _square_uint8_chw(im, S)
+            if chw is not None:
+                out.append(normalize_uint8(chw.to(self.device)))
+            else:
+                out.append(preprocess([load_image(im)], S)[0].to(self.device))
+        return torch.stack(out)
 
     def encode_image(self, image) -> np.ndarray:
         """Image -> RVQ codes, int64 [h, w, D]."""

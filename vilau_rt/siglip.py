@@ -337,9 +337,17 @@ def preprocess(images: list[Image.Image], size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.stack(out)))
 
 
+def normalize_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, S, S] already at the model size, on any device -> float32 in [-1, 1], with
+    ``preprocess``'s arithmetic (float64 rescale, float32 normalize), without leaving the device."""
+    x = (pixels.to(torch.float64) * (1 / 255)).to(torch.float32)
+    return (x - 0.5) / 0.5
+
+
 __all__ = [
     "HF_SIGLIP_VISION_DEFAULTS",
     "SiglipVisionConfig",
     "SiglipVisionEncoder",
+    "normalize_uint8",
     "preprocess",
 ]
