@@ -84,7 +84,7 @@ class CMakeBuild(build_ext):
 
 
 def _packages() -> list[str]:
-    # Namespace discovery so that data folders (vilau_rt/siglip_configs) count as packages.
+    # Namespace discovery so that data folders (vilau_rt/data/siglip_configs) count as packages.
     runtime = find_namespace_packages(include=["vilau_rt", "vilau_rt.*"], exclude=["*__pycache__"])
     export = find_namespace_packages("export", exclude=["*__pycache__"])
     return runtime + ["vilau_export", *(f"vilau_export.{p}" for p in export)]
@@ -93,7 +93,7 @@ def _packages() -> list[str]:
 setup(
     packages=_packages(),
     package_dir={"vilau_export": "export"},
-    package_data={"vilau_rt.siglip_configs": ["*.json"], "vilau_rt.data": ["*.txt"]},
+    package_data={"vilau_rt.data": ["*.txt"], "vilau_rt.data.siglip_configs": ["*.json"]},
     ext_modules=[CMakeExtension("vilau_rt._C")],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

@@ -1,4 +1,4 @@
-"""Peak RAM of `vilau_export.awq` on LLaMA-2-7B-shaped blocks (random weights, CPU).
+"""Peak RAM of `vilau_export.quantize.awq_search` on LLaMA-2-7B-shaped blocks (random weights, CPU).
 
 The quantizer claims memory bounded by one decoder block plus the calibration activations, not
 the model. Counted first, for hidden 4096 / MLP 11008 in float32 compute: one block is 202M
@@ -29,8 +29,9 @@ from pathlib import Path
 
 QUANTIZE = """
 import sys, time, json, resource
-from vilau_rt.awq import AWQConfig
-from vilau_export.awq import AWQSearchConfig, quantize_llm_folder
+from vilau_rt.model.awq import AWQConfig
+from vilau_export.quantize.awq_search import AWQSearchConfig
+from vilau_export.quantize.awq_search import quantize_llm_folder
 from vilau_rt.tokenizer import Tokenizer
 src, dst, seq_len = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tok = Tokenizer.from_folder(src)
@@ -45,7 +46,7 @@ print(json.dumps({"seconds": time.time() - t0,
 def write_llm(layers: int, root: Path) -> Path:
     from vilau_export.checkpoint_writer import write_checkpoint
 
-    from vilau_rt.config import preset
+    from vilau_rt.model.config import preset
 
     cfg = preset("7b-256")
     tiny = preset("tiny-256")

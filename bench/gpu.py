@@ -44,10 +44,10 @@ sys.path.insert(0, str(REPO))
 
 from vilau_rt import _C
 from vilau_rt.backends import TorchBackend
-from vilau_rt.backends.native import CodeSampling, NativeBackend
-from vilau_rt.config import preset
+from vilau_rt.backends.native_backend import CodeSampling, NativeBackend
 from vilau_rt.generate import TextSettings, generate_text, splice_images
-from vilau_rt.model import VilaU
+from vilau_rt.model.config import preset
+from vilau_rt.model.vilau import VilaU
 from vilau_rt.sampling import sample_codes
 
 log = logging.getLogger("bench")

@@ -23,9 +23,9 @@ import torch
 
 from vilau_rt.backends import TorchBackend
 from vilau_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
-from vilau_rt.checkpoint import load_vilau
-from vilau_rt.depth_ops import CodeSampler
 from vilau_rt.generate import ImageSettings, generate_codes
+from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.ops.depth_decode import CodeSampler
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT_LEN = 64
@@ -90,7 +90,7 @@ def measure(backend, cfg, repeat: int) -> dict[str, float]:
 
 
 def run(name: str, ckpt: Path, siglip_config, repeat: int, out: Path, threads: int) -> list[tuple]:
-    from vilau_export.onnx_export import export_bundle
+    from vilau_export.onnx.export import export_bundle
 
     model = load_vilau(ckpt, siglip_config=siglip_config)
     bundle = export_bundle(ckpt, out / f"{name}-bundle", siglip_config=siglip_config)
@@ -128,7 +128,7 @@ def main() -> None:
         if args.preset:
             from vilau_export.checkpoint_writer import write_checkpoint
 
-            from vilau_rt.config import preset
+            from vilau_rt.model.config import preset
 
             ckpt = tmp / f"{args.preset}-ckpt"
             write_checkpoint(preset(args.preset), ckpt)

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from vilau_rt.backends import TorchBackend
-from vilau_rt.checkpoint import load_vilau
 from vilau_rt.generate import (
     ImageSettings,
     TextSettings,
@@ -22,6 +21,7 @@ from vilau_rt.generate import (
     generate_text,
     splice_images,
 )
+from vilau_rt.model.checkpoint import load_vilau
 
 
 def main() -> None:

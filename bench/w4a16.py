@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from vilau_rt import ops
+from vilau_rt.ops import kernels
 
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096)]  # (K, N): q/k/v/o, gate/up, down
 ROWS = [1, 2, 16, 128]
@@ -82,19 +82,19 @@ def main() -> None:
     rows = []
     for k, n in SHAPES:
         layer = random_layer(k, n, args.group_size, dev)
-        w_float = ops.w4a16_dequantize(**layer, group_size=args.group_size, out_dtype=act)
+        w_float = kernels.w4a16_dequantize(**layer, group_size=args.group_size, out_dtype=act)
         packed_bytes = k * n // 2 + (k // args.group_size) * n * 2.5
         for m in args.rows:
             x = torch.randn(m, k, device=dev, dtype=act)
 
             def ours(x=x, layer=layer, g=args.group_size):
-                return ops.w4a16_linear(x, **layer, bias=None, group_size=g)
+                return kernels.w4a16_linear(x, **layer, bias=None, group_size=g)
 
             def matmul(x=x, w=w_float):
                 return x @ w
 
             def two_step(x=x, layer=layer, g=args.group_size):
-                return x @ ops.w4a16_dequantize(**layer, group_size=g, out_dtype=act)
+                return x @ kernels.w4a16_dequantize(**layer, group_size=g, out_dtype=act)
 
             t_ours, t_mm, t_two = (timed(f, dev, args.repeat) for f in (ours, matmul, two_step))
             floor = (packed_bytes + (m * k + m * n) * x.element_size()) / bw

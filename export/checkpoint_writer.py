@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from vilau_rt.checkpoint import to_checkpoint_key
-from vilau_rt.config import VilaUConfig
-from vilau_rt.model import VilaU
+from vilau_rt.model.checkpoint import to_checkpoint_key
+from vilau_rt.model.config import VilaUConfig
+from vilau_rt.model.vilau import VilaU
 
 SHARD_BYTES = 2 << 30
 ADDED_TOKENS = ("<im_start>", "<im_end>", "<vi_start>", "<vi_end>")

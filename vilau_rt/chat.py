@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 
+from .generate import GenerationResult, text_settings
 from .prompts import IMAGE_PLACEHOLDER_ID, tokenize_chat, user_message
-
-if TYPE_CHECKING:
-    from .pipeline import GenerationResult, Pipeline
 
 
 class ChatSession:
-    def __init__(self, pipe: Pipeline):
+    def __init__(self, pipe):  # a vilau_rt.Pipeline (not imported: pipeline.py imports this)
         self.pipe = pipe
         self.reset()
 
@@ -39,7 +36,6 @@ class ChatSession:
     def ask(self, text: str, images=None, *, stream: bool = False, seed: int | None = None,
             stop: list[str] | None = None, **gen) -> GenerationResult | Iterator[str]:  # fmt: skip
         """One user turn (text + optional images) -> the assistant's answer."""
-        from .pipeline import text_settings
 
         pipe = self.pipe
         settings = text_settings(

@@ -103,7 +103,7 @@ def cmd_write_checkpoint(args) -> None:
     import torch
     from vilau_export.checkpoint_writer import write_checkpoint
 
-    from .config import preset
+    from .model.config import preset
 
     path = write_checkpoint(
         preset(args.preset), args.out, seed=args.seed, dtype=getattr(torch, args.dtype),
@@ -196,7 +196,7 @@ def _image_files(folder: str | None) -> list[str] | None:
 
 
 def cmd_quantize(args) -> None:
-    from vilau_export.quantize_checkpoint import compare_llms, quantize_checkpoint
+    from vilau_export.quantize.quantize_checkpoint import compare_llms, quantize_checkpoint
 
     if args.method != "awq" or args.bits != 4:
         raise ConfigError(
@@ -233,7 +233,7 @@ def cmd_demo(args) -> None:
     from PIL import Image
     from vilau_export.checkpoint_writer import write_checkpoint
 
-    from .config import preset
+    from .model.config import preset
     from .pipeline import Pipeline
 
     ckpt = cache_dir() / f"demo-{DEMO_PRESET}"
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     sp.set_defaults(fn=cmd_quantize)
 
-    from vilau_export.cli_export import add_export_parser
+    from vilau_export.cli import add_export_parser
 
     add_export_parser(sub)
 

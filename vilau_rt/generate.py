@@ -16,14 +16,15 @@ final reshape). We always feed the image embedding and skip that ``lm_head`` pas
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .backends.base import Backend
-from .depth_ops import CodeSampler
+from .errors import GenerationError
+from .ops.depth_decode import CodeSampler
 from .prompts import IMAGE_PLACEHOLDER_ID
-from .sampling import sample_text
+from .sampling import check_sampling, sample_text
 
 
 def splice_images(
@@ -59,6 +60,26 @@ class TextSettings:
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float = 1.0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    stats: dict = field(default_factory=dict)
+
+
+def text_settings(
+    max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty
+) -> TextSettings:
+    """Validated text-generation settings (GenerationError names the bad one)."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise GenerationError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if do_sample:
+        check_sampling(temperature, top_k, top_p)
+    if not repetition_penalty > 0:
+        raise GenerationError(f"repetition_penalty must be > 0, got {repetition_penalty}")
+    return TextSettings(max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty)
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,21 @@ from PIL import Image
 
 from .backends import Backend, TorchBackend
 from .chat import ChatSession
-from .checkpoint import load_vilau
 from .errors import BackendError, GenerationError, PromptError
-from .generate import ImageSettings, TextSettings, generate_codes, generate_text, splice_images
+from .generate import (
+    GenerationResult,
+    ImageSettings,
+    generate_codes,
+    generate_text,
+    splice_images,
+    text_settings,
+)
 from .images import load_image, to_pil
-from .pixel_decoder import to_uint8
+from .model.checkpoint import load_vilau
+from .model.pixel_decoder import to_uint8
+from .model.siglip import normalize_uint8, preprocess
 from .prompts import build_understanding_prompt, generation_batch, tokenize_with_images
 from .sampling import check_sampling
-from .siglip import normalize_uint8, preprocess
 from .tokenizer import StreamDecoder, Tokenizer
 from .video import load_video
 
@@ -49,19 +55,6 @@ def _square_uint8_chw(image, size: int) -> torch.Tensor | None:
     return None
 
 
-def text_settings(
-    max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty
-) -> TextSettings:
-    """Validated text-generation settings (GenerationError names the bad one)."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise GenerationError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if do_sample:
-        check_sampling(temperature, top_k, top_p)
-    if not repetition_penalty > 0:
-        raise GenerationError(f"repetition_penalty must be > 0, got {repetition_penalty}")
-    return TextSettings(max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty)
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocator peak on GPUs, max RSS on the CPU."""
     if device.type == "cuda":
@@ -69,13 +62,6 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    token_ids: list[int]
-    stats: dict = field(default_factory=dict)
 
 
 def default_device() -> torch.device:
@@ -138,8 +124,8 @@ class Pipeline:
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
         if backend == "onnxruntime":
-            from .awq import read_awq_config
             from .backends.onnxruntime_backend import load_bundle_or_export
+            from .model.awq import read_awq_config
 
             llm_dir = Path(path) / "llm"
             quant = "awq-int4" if llm_dir.is_dir() and read_awq_config(llm_dir) else "none"
@@ -154,7 +140,7 @@ class Pipeline:
         model = load_vilau(path, dtype=dtype, device=device, siglip_config=siglip_config)
         tokenizer = Tokenizer.from_folder(Path(path) / "llm")
         if backend == "native":
-            from .backends.native import NativeBackend
+            from .backends.native_backend import NativeBackend
 
             return cls(NativeBackend.from_model(model), tokenizer, Path(path), max_context)
         return cls(TorchBackend(model), tokenizer, Path(path), max_context)

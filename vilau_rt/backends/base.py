@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..config import VilaUConfig
+from ..model.config import VilaUConfig
 
 
 class Backend(ABC):

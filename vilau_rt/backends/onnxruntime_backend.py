@@ -1,5 +1,5 @@
-"""The ONNX Runtime backend: the graphs of an engine bundle (``vilau_rt.bundle``), run by
-``onnxruntime`` with the ``vilau`` ops of ``vilau_rt.ort_ops``.
+"""The ONNX Runtime backend: the graphs of an engine bundle (``vilau_rt.model.bundle``), run by
+``onnxruntime`` with the ``vilau`` ops of ``vilau_rt.ops.onnxruntime``.
 
 Same calls, shapes and semantics as ``TorchBackend``; tensors in and out are torch CPU tensors.
 
@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__, bundle
-from ..config import read_config
-from ..depth_ops import CodeSampler
+from .. import __version__
 from ..errors import BackendError
-from ..ort_ops import _import_extensions, session_options
+from ..model import bundle
+from ..model.config import read_config
+from ..ops.depth_decode import CodeSampler
+from ..ops.onnxruntime import _import_extensions, session_options
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def load_bundle_or_export(
     target = Path(cache_dir or DEFAULT_CACHE) / "bundles" / _cache_key(p, cfg, precision, quant)
     if not (target / bundle.MANIFEST).is_file():
         try:
-            from vilau_export.onnx_export import export_bundle
+            from vilau_export.onnx.export import export_bundle
         except ImportError as e:
             raise BackendError(
                 f"{p} is a checkpoint, and exporting it needs vilau_export with onnx and "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..model import VilaU
+from ..model.vilau import VilaU
 from .base import Backend
 
 

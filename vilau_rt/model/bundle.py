@@ -1,4 +1,4 @@
-"""Engine bundles: the folder ``vilau_export.onnx_export.export_bundle`` writes and the graph
+"""Engine bundles: the folder ``vilau_export.onnx.export.export_bundle`` writes and the graph
 backends read.
 
 ```
@@ -26,9 +26,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import CheckpointError, CheckpointNotFoundError
 from .config import VilaUConfig
 from .depth import DepthTransformerConfig
-from .errors import CheckpointError, CheckpointNotFoundError
 from .llama import LlamaConfig
 from .pixel_decoder import PixelDecoderConfig
 from .projector import ProjectorConfig

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass

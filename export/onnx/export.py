@@ -1,4 +1,4 @@
-"""Checkpoint -> engine bundle of ONNX graphs (the folder layout is in ``vilau_rt.bundle``).
+"""Checkpoint -> engine bundle of ONNX graphs (the folder layout is in ``vilau_rt.model.bundle``).
 
 ``export_bundle`` loads the checkpoint with ``load_vilau``, exports each graph of
 ``onnx_graphs`` with ``torch.onnx.export(dynamo=True)`` (our torch ops become ``vilau`` domain
@@ -27,13 +27,13 @@ import torch
 from onnx import external_data_helper
 
 import vilau_rt
-from vilau_rt import bundle
-from vilau_rt.checkpoint import load_vilau
 from vilau_rt.errors import CheckpointNotFoundError, ConfigError
-from vilau_rt.model import VilaU
+from vilau_rt.model import bundle
+from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.model.vilau import VilaU
 
-from .onnx_graphs import DepthDecodeGraph, LlmGraph, LmHeadGraph, PixelDecoderGraph, VisionGraph
-from .onnx_ops import DOMAIN, DOMAIN_VERSION, OPSET, translation_table
+from .graphs import DepthDecodeGraph, LlmGraph, LmHeadGraph, PixelDecoderGraph, VisionGraph
+from .ops import DOMAIN, DOMAIN_VERSION, OPSET, translation_table
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ def export_bundle(
 
 def _apply_quant(model: VilaU, quant: str, ckpt: Path, dtype: torch.dtype) -> None:
     """awq-int4: the checkpoint's W4A16 linears become com.microsoft::MatMulNBits nodes."""
-    from vilau_rt.awq import W4A16Linear
+    from vilau_rt.model.awq import W4A16Linear
 
-    from .onnx_awq import to_matmul_nbits
+    from .matmul_nbits import to_matmul_nbits
 
     is_awq = any(isinstance(m, W4A16Linear) for m in model.llm.modules())
     if quant == "none" and is_awq:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .errors import ConfigError, ImageError
+from ..errors import ConfigError, ImageError
 
 # transformers' SiglipVisionConfig.__init__ defaults (identical in 4.36.2, the version VILA-U
 # pins, and 4.57.6). Hub config files omit fields equal to the default, so they must be filled.

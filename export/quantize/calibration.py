@@ -92,9 +92,9 @@ def image_conditioned_blocks(
     vision tower, the projector and the embedding rows used are ever read (a 7B LLM is not).
     """
     from vilau_rt.generate import splice_images
+    from vilau_rt.model.safetensors_io import TensorSource
     from vilau_rt.pipeline import Pipeline
     from vilau_rt.prompts import build_understanding_prompt, tokenize_with_images
-    from vilau_rt.safetensors_io import TensorSource
 
     stored = TensorSource(ckpt / "llm").meta("model.embed_tokens.weight")[0]
     pipe = Pipeline.from_pretrained(ckpt, device="cpu", dtype=stored)

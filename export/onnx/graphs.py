@@ -22,12 +22,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vilau_rt.depth_ops import pack_depth_weights
 from vilau_rt.errors import ConfigError
-from vilau_rt.llama import LlamaForCausalLM, RotaryEmbedding, attend, rotate_half
-from vilau_rt.model import VilaU
+from vilau_rt.model.llama import LlamaForCausalLM, RotaryEmbedding, attend, rotate_half
+from vilau_rt.model.vilau import VilaU
+from vilau_rt.ops.depth_decode import pack_depth_weights
 
-from .onnx_ops import kv_cache_write
+from .ops import kv_cache_write
 
 OPS_DTYPE = torch.float32
 

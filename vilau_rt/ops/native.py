@@ -17,7 +17,7 @@ image position.
 ``depth_decode(hidden, weights, codebooks, n_head, cfg_scale, temperature, top_k, top_p, seed,
 counter) -> codes int64 [n, D]``, a plain function over ``depth_loop``: aten ops plus
 ``vilau::sample_codes``, so torch.export traces it and a CUDA graph captures it. (The torch op
-``vilau::depth_decode`` is ``vilau_rt.depth_ops``', the ONNX ``vilau::DepthDecode`` reference;
+``vilau::depth_decode`` is ``vilau_rt.ops.depth_decode``', the ONNX ``vilau::DepthDecode`` reference;
 it takes packed weights and draws with splitmix64, so its sampled codes differ from these.)
 
 | arg         | type / shape            | notes                                                 |
@@ -37,7 +37,7 @@ each block ln1.{w,b}, attn.query.{w,b}, attn.key.{w,b}, attn.value.{w,b}, attn.p
 ln2.{w,b}, mlp.0.{w,b}, mlp.2.{w,b} (16 per block), then classifier_mlp.layer_norm.{w,b},
 classifier_mlp.linear.{w,b}.
 
-The depth loop is written with torch ops that mirror ``vilau_rt.depth`` operation by operation
+The depth loop is written with torch ops that mirror ``vilau_rt.model.depth`` operation by operation
 (the same rounding, so greedy codes equal the reference), keeps a KV cache across depths, and
 never synchronises with the host: on CUDA ``NativeBackend`` captures it in a CUDA graph.
 """
@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import _DTYPE_CODES, _check_device, _check_dtype, _native
+from .kernels import _DTYPE_CODES, _check_device, _check_dtype, _native
 
 WEIGHTS_PER_BLOCK = 16
 

@@ -6,7 +6,7 @@
 | ``vilau::rvq_lookup``        | ``vilau::RVQLookup``      |                                            |
 | ``vilau::depth_decode``      | ``vilau::DepthDecode``    | attributes n_layer, n_head, embed_dim, depth |
 | ``vilau::kv_cache_write``    | ``TensorScatter`` (opset 24) | in place when past and present share a buffer |
-| ``vilau::matmul_nbits``      | ``com.microsoft::MatMulNBits`` | AWQ INT4 linears (``onnx_awq.py``)       |
+| ``vilau::matmul_nbits``      | ``com.microsoft::MatMulNBits`` | AWQ INT4 linears (``matmul_nbits.py``)     |
 
 The ``vilau`` schemas are registered with ``onnx.defs`` so that onnxscript can build the nodes
 (it looks ops up by schema) and ``onnx.checker`` / shape inference type-check them.
@@ -21,8 +21,8 @@ from onnx.defs import OpSchema
 from torch import Tensor
 
 # imported for their registrations: torch.ops.vilau.depth_decode, torch.ops.vilau.rvq_*
-import vilau_rt.depth_ops
-import vilau_rt.ops  # noqa: F401
+import vilau_rt.ops.depth_decode
+import vilau_rt.ops.kernels  # noqa: F401
 
 DOMAIN = "vilau"
 DOMAIN_VERSION = 1
@@ -71,7 +71,7 @@ def _schemas() -> list[OpSchema]:
 
 def register_onnx_schemas() -> None:
     """Registers the ``vilau`` schemas (and MatMulNBits') with ``onnx.defs`` (idempotent)."""
-    from .onnx_awq import schema as matmul_nbits_schema
+    from .matmul_nbits import schema as matmul_nbits_schema
 
     for schema in [*_schemas(), matmul_nbits_schema()]:
         if not onnx.defs.has(schema.name, schema.domain):
@@ -135,7 +135,7 @@ def _kv_cache_write(cache, update, write_index):
 
 def translation_table() -> dict:
     """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)``."""
-    from .onnx_awq import translations as awq_translations
+    from .matmul_nbits import translations as awq_translations
 
     register_onnx_schemas()
     return {

@@ -26,7 +26,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from .onnx_export import export_bundle
+    from .onnx.export import export_bundle
 
     def progress(graph: str, done: int, total: int) -> None:
         print(f"[{done}/{total}] {graph}.onnx", file=sys.stderr)

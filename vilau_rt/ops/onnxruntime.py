@@ -4,11 +4,11 @@
 |------------------------|------------------------------------|----------------------------------|
 | ``vilau::RVQEncode``   | ``torch.ops.vilau.rvq_encode``     | float32, float32 -> int64, float32 |
 | ``vilau::RVQLookup``   | ``torch.ops.vilau.rvq_lookup``     | int64, float32 -> float32        |
-| ``vilau::DepthDecode`` | ``torch.ops.vilau.depth_decode``   | see ``vilau_rt.depth_ops``       |
+| ``vilau::DepthDecode`` | ``torch.ops.vilau.depth_decode``   | see ``vilau_rt.ops.depth_decode``|
 
 Why Python ops: they need no compiled library against ONNX Runtime's C API (whose headers the
 ``onnxruntime`` wheel does not ship) and they call the very kernels the torch backend calls
-(``vilau_rt._C`` through ``vilau_rt.ops``). The price: the ops run on the CPU, and
+(``vilau_rt._C`` through ``vilau_rt.ops.kernels``). The price: the ops run on the CPU, and
 onnxruntime-extensions copies every input into a fresh numpy array per call (the codebooks and
 the packed depth weights included). That is fine for the CPU and for parity checks; a GPU
 deployment of these graphs needs a native custom-op library (or the TensorRT plugins).
@@ -23,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import BackendError
 from . import (
-    depth_ops,  # noqa: F401  (registers torch.ops.vilau.depth_decode)
-    ops,
+    depth_decode,  # noqa: F401  (registers torch.ops.vilau.depth_decode)
+    kernels,
 )
-from .errors import BackendError
 
 _registered = False
 
@@ -70,14 +70,14 @@ def _opdefs():
 
 
 def _rvq_encode(features, codebooks, n_embed, depth):
-    codes, z_q = ops.rvq_encode(
+    codes, z_q = kernels.rvq_encode(
         torch.from_numpy(features), torch.from_numpy(codebooks), n_embed, depth
     )
     return codes.numpy(), z_q.numpy()
 
 
 def _rvq_lookup(codes, codebooks):
-    return ops.rvq_lookup(torch.from_numpy(codes), torch.from_numpy(codebooks)).numpy()
+    return kernels.rvq_lookup(torch.from_numpy(codes), torch.from_numpy(codebooks)).numpy()
 
 
 def _depth_decode(

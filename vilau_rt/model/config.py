@@ -4,7 +4,7 @@ An official checkpoint keeps its configuration in four files (``config.json``,
 ``llm/config.json``, ``vision_tower/config.json``, ``mm_projector/config.json``) plus a SigLIP
 config that is NOT in the checkpoint: ``vision_tower/config.json`` names it by hub id
 (``rqvaesiglip.pretrained_model``). The configs of the two released towers ship inside this
-package (``siglip_configs/``); any other name needs ``siglip_config=`` (a folder holding a
+package (``vilau_rt/data/siglip_configs/``); any other name needs ``siglip_config=`` (a folder holding a
 ``config.json``, a path to one, or a dict).
 """
 
@@ -14,15 +14,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from .depth import DepthTransformerConfig
-from .errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from .llama import LlamaConfig
 from .pixel_decoder import PixelDecoderConfig
 from .projector import ProjectorConfig
 from .rvq import RVQConfig
 from .siglip import SiglipVisionConfig
 
-SIGLIP_CONFIG_DIR = Path(__file__).parent / "siglip_configs"
+SIGLIP_CONFIG_DIR = Path(__file__).parent.parent / "data" / "siglip_configs"
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 from onnx.defs import OpSchema
 from torch import Tensor, nn
 
-from vilau_rt.awq import W4A16Linear, unpack_gemm
+from vilau_rt.model.awq import W4A16Linear, unpack_gemm
 
 MS_DOMAIN = "com.microsoft"
 

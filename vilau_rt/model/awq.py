@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import ops
-from .errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from ..ops import kernels
 from .llama import LlamaConfig, LlamaForCausalLM
 from .safetensors_io import DTYPE_NAMES, TensorSource
 
@@ -395,7 +395,7 @@ class W4A16Linear(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.w4a16_linear(
+        return kernels.w4a16_linear(
             x, self.qweight, self.qzeros, self.scales, self.bias, self.group_size
         )
 
@@ -568,7 +568,7 @@ def load_awq_llm(
     dtype: torch.dtype = torch.float16,
     device: torch.device | str = "cpu",
 ) -> LlamaForCausalLM:
-    """Like ``load_llm``, but the folder must be AWQ-quantized (AutoAWQ or vilau_export.awq)."""
+    """Like ``load_llm``, but the folder must be AWQ-quantized (AutoAWQ or vilau_export.quantize.awq_search)."""
     if read_awq_config(folder) is None:
         raise CheckpointError(
             f"{Path(folder) / 'config.json'} has no quantization_config and there is no "

@@ -6,7 +6,7 @@
 | RVQ encode/sum | ``vilau::rvq_encode`` / ``rvq_lookup`` | the same ops, CUDA kernels      |
 | LLM            | static-shape forward over the cache    | same; T=1 step: a graph / batch |
 | LLM linears    | torch, or ``W4A16Linear``              | same (W4A16 GEMV kernel)        |
-| depth position | ``native_ops.depth_loop``, C++ sampler | same + projector, one graph     |
+| depth position | ``native.depth_loop``, C++ sampler | same + projector, one graph     |
 
 The KV cache is allocated once per (batch, length) request that does not fit the current one and
 written in place; the LLM step attends over the whole cache with a mask computed on the device
@@ -14,7 +14,7 @@ from a device-side position, so its shapes never change and it can be replayed a
 
 Sampling: ``depth_generate`` runs the device sampler (``vilau::sample_codes``, Philox, reproducible
 per seed) when ``sample`` is ``functools.partial(vilau_rt.sampling.sample_codes, ...)``, a
-``vilau_rt.depth_ops.CodeSampler`` or a ``CodeSampling``; the seed is the generator's
+``vilau_rt.ops.depth_decode.CodeSampler`` or a ``CodeSampling``; the seed is the generator's
 ``initial_seed()`` (else ``torch.initial_seed()``) and the counter is the image position since
 the last ``setup_cache``. Any other callable cannot run on the device: the depth loop then runs
 eagerly and calls it, with a warning and ``stats["depth_path"]`` saying so.
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import native_ops, ops
-from ..depth_ops import CodeSampler
 from ..errors import BackendError
-from ..llama import RotaryEmbedding, rotate_half
-from ..model import VilaU
+from ..model.llama import RotaryEmbedding, rotate_half
+from ..model.vilau import VilaU
+from ..ops import kernels, native
+from ..ops.depth_decode import CodeSampler
 from ..sampling import check_sampling, sample_codes
 from .base import Backend
 
@@ -82,7 +82,7 @@ class NativeBackend(Backend):
         if self.use_graphs and self.device.type != "cuda":
             raise BackendError(f"CUDA graphs need a CUDA model, this one is on {self.device}")
         self.stats: dict = {"depth_path": None, "llm_graphs": 0, "depth_graphs": 0}
-        self._depth_weights = native_ops.depth_weights(model.depth_transformer)
+        self._depth_weights = native.depth_weights(model.depth_transformer)
         self._codebooks = model.quantizer.stacked_codebooks().detach().contiguous()
         self._batch = self._len = 0
         self._k: list[torch.Tensor] = []
@@ -99,8 +99,8 @@ class NativeBackend(Backend):
     ) -> NativeBackend:
         """A backend over ``model`` (its modules are used in place). ``quantize_llm`` swaps the
         LLM's q/k/v/o/gate/up/down linears for ``W4A16Linear`` quantized by round-to-nearest
-        (``vilau_rt.awq.quantize_tensor``, no activation-aware search: for a checkpoint that
-        was AWQ-quantized offline, load it with ``vilau_rt.awq`` instead)."""
+        (``vilau_rt.model.awq.quantize_tensor``, no activation-aware search: for a checkpoint that
+        was AWQ-quantized offline, load it with ``vilau_rt.model.awq`` instead)."""
         if quantize_llm:
             quantize_llm_linears(model.llm, group_size)
         backend = cls(model, **kw)
@@ -124,12 +124,12 @@ class NativeBackend(Backend):
         h, w = self.cfg.grid
         feats = m.vision_tower(pixel_values.to(self.dtype)).view(B, h, w, -1)
         rvq = self.cfg.rvq
-        codes, z_q = ops.rvq_encode(feats, self._codebooks, rvq.n_embed, rvq.depth)
+        codes, z_q = kernels.rvq_encode(feats, self._codebooks, rvq.n_embed, rvq.depth)
         return codes, m.mm_projector(z_q.flatten(1, 2))
 
     @torch.no_grad()
     def decode_codes(self, codes):
-        return self.model.pixel_decoder(ops.rvq_lookup(codes, self._codebooks))
+        return self.model.pixel_decoder(kernels.rvq_lookup(codes, self._codebooks))
 
     @torch.no_grad()
     def embed_tokens(self, ids):
@@ -248,13 +248,13 @@ class NativeBackend(Backend):
             self.stats["depth_path"] = "device sampler, eager" + (
                 " (on_logits)" if on_logits is not None else ""
             )
-            rng = native_ops.rng_state(seed, counter, self.device)
+            rng = native.rng_state(seed, counter, self.device)
             return self._depth_position(hidden, settings, rng, on_logits)
         self.stats["depth_path"] = "device sampler, CUDA graph"
         key = (hidden.shape[0], settings)
         graph = self._depth_graphs.get(key)
         if graph is None:
-            rng = native_ops.rng_state(seed, counter, self.device)
+            rng = native.rng_state(seed, counter, self.device)
             graph = self._depth_graphs[key] = self._capture(
                 lambda h, r: self._depth_position(h, settings, r), hidden, rng
             )
@@ -265,7 +265,7 @@ class NativeBackend(Backend):
 
     def _depth_position(self, hidden, settings, rng, on_logits=None):
         cfg_scale, temperature, top_k, top_p = settings
-        codes, summed = native_ops.depth_loop(
+        codes, summed = native.depth_loop(
             hidden, self._depth_weights, self._codebooks, self.cfg.depth.n_head, cfg_scale,
             temperature, top_k, top_p, rng, on_logits,
         )  # fmt: skip
@@ -313,9 +313,9 @@ def quantize_llm_linears(llm, group_size: int = 128) -> None:
     """Replace the LLM's quantizable linears by RTN-quantized ``W4A16Linear``, one at a time
     (each float weight is freed as soon as its replacement exists)."""
     try:
-        from ..awq import AWQConfig, W4A16Linear, quantized_linear_names
+        from ..model.awq import AWQConfig, W4A16Linear, quantized_linear_names
     except ImportError as e:
-        raise BackendError(f"quantize_llm needs vilau_rt.awq (W4A16Linear): {e!r}") from e
+        raise BackendError(f"quantize_llm needs vilau_rt.model.awq (W4A16Linear): {e!r}") from e
     for name in quantized_linear_names(llm, AWQConfig(group_size=group_size)):
         parent_name, child = name.rsplit(".", 1)
         parent = llm.get_submodule(parent_name)

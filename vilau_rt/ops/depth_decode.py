@@ -23,7 +23,7 @@ counter-based generator any backend can reproduce) mapped through the filtered C
 (top_k = 1) takes the argmax and is identical to ``sample_codes``.
 
 Same name in PyTorch (``torch.ops.vilau.depth_decode``), ONNX (``vilau::DepthDecode``) and
-ONNX Runtime (``vilau_rt.ort_ops``).
+ONNX Runtime (``vilau_rt.ops.onnxruntime``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .depth import DepthTransformer, DepthTransformerConfig
-from .sampling import check_sampling, sample_codes
+from ..model.depth import DepthTransformer, DepthTransformerConfig
+from ..sampling import check_sampling, sample_codes
 
 _MASK64 = (1 << 64) - 1
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError
 from .awq import (
     AWQConfig,
     load_awq_state,
@@ -26,9 +27,8 @@ from .awq import (
     replace_linears_with_w4a16,
 )
 from .config import read_config
-from .errors import CheckpointError
-from .model import VilaU
 from .safetensors_io import TensorSource
+from .vilau import VilaU
 
 # (folder, checkpoint key prefix, model key prefix): the one rename table.
 RENAMES = (

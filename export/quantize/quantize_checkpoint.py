@@ -1,7 +1,7 @@
 """``vilau-rt quantize``: a VILA-U checkpoint -> the same checkpoint with an AWQ INT4 ``llm/``.
 
 The vision tower and the projector are copied untouched; ``llm/`` is quantized block by block by
-``vilau_export.awq`` into the AutoAWQ GEMM format (readable by AutoAWQ, vLLM, transformers and
+``vilau_export.quantize.awq_search`` into the AutoAWQ GEMM format (readable by AutoAWQ, vLLM, transformers and
 us). Calibration uses text blocks and, because the LLM of VILA-U reads image tokens in real use,
 image-conditioned prompts: understanding prompts whose ``<image>`` is the projected RVQ embedding
 of a calibration image (the user's, or built-in procedural test pictures). The output appears only when complete (temporary folder, renamed at the end). When done,
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from vilau_rt.awq import AWQConfig, load_llm
 from vilau_rt.errors import CheckpointNotFoundError
+from vilau_rt.model.awq import AWQConfig, load_llm
 from vilau_rt.tokenizer import Tokenizer
 
-from .awq import AWQSearchConfig, quantize_llm_folder
+from .awq_search import AWQSearchConfig, quantize_llm_folder
 from .calibration import image_conditioned_blocks, read_calib_texts
 
 HELD_OUT = resources.files("vilau_rt") / "data" / "texts.txt"

@@ -42,22 +42,22 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from vilau_rt.awq import (
+from vilau_rt.errors import CheckpointError, ConfigError
+from vilau_rt.model.awq import (
     LLAMA_QUANT_LINEARS,
     AWQConfig,
     fake_quantize,
     pack_gemm,
     quantize_tensor,
 )
-from vilau_rt.errors import CheckpointError, ConfigError
-from vilau_rt.llama import (
+from vilau_rt.model.llama import (
     LlamaConfig,
     LlamaDecoderLayer,
     LlamaForCausalLM,
     RotaryEmbedding,
     attention_mask,
 )
-from vilau_rt.safetensors_io import TensorSource
+from vilau_rt.model.safetensors_io import TensorSource
 
 from .calibration import calibration_blocks, read_calib_texts, sentencepiece_encoder
 
