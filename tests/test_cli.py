@@ -126,8 +126,8 @@ def test_quantize_prints_the_comparison_and_writes_a_loadable_checkpoint(tmp_pat
 
     from vilau_export.checkpoint_writer import write_checkpoint
 
-    from vilau_rt.config import preset
-    from vilau_rt.llama import LlamaConfig
+    from vilau_rt.model.config import preset
+    from vilau_rt.model.llama import LlamaConfig
 
     cfg = preset("tiny-256")
     llm = LlamaConfig(516, 128, 256, 1, 4, 4, 256, rms_norm_eps=1e-5)

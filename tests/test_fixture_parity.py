@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from vilau_rt.backends import TorchBackend
-from vilau_rt.checkpoint import load_vilau
 from vilau_rt.generate import (
     ImageSettings,
     TextSettings,
@@ -20,6 +19,7 @@ from vilau_rt.generate import (
     generate_text,
     splice_images,
 )
+from vilau_rt.model.checkpoint import load_vilau
 
 
 @pytest.fixture(scope="module")

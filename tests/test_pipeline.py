@@ -9,8 +9,8 @@ from PIL import Image
 from vilau_export.checkpoint_writer import write_checkpoint
 
 from vilau_rt import Pipeline
-from vilau_rt.config import preset
 from vilau_rt.errors import GenerationError, ImageError, PromptError
+from vilau_rt.model.config import preset
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_missing_checkpoint_path_is_explained(tmp_path):
 
 def _fresh_answer(pipe, turns, images, max_new_tokens):
     """Greedy answer from a fresh prefill of the whole conversation (no cache reuse)."""
-    from vilau_rt.pipeline import text_settings
+    from vilau_rt.generate import text_settings
     from vilau_rt.prompts import tokenize_chat
 
     ids = tokenize_chat(pipe.tokenizer, turns)

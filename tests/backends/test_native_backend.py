@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from vilau_rt import native_ops
 from vilau_rt.backends import TorchBackend
-from vilau_rt.backends.native import CodeSampling, NativeBackend
-from vilau_rt.checkpoint import load_vilau
+from vilau_rt.backends.native_backend import CodeSampling, NativeBackend
 from vilau_rt.generate import (
     ImageSettings,
     TextSettings,
@@ -22,6 +20,8 @@ from vilau_rt.generate import (
     generate_text,
     splice_images,
 )
+from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.ops import native as native_ops
 from vilau_rt.sampling import sample_codes
 
 DEVICES = [
@@ -183,7 +183,7 @@ def test_generator_seed_drives_the_device_sampler(model):
 
 
 def test_quantize_llm_swaps_in_w4a16_and_follows_the_dequantized_model(tiny_fixture):
-    from vilau_rt.awq import W4A16Linear
+    from vilau_rt.model.awq import W4A16Linear
 
     model = _load(tiny_fixture, "cpu")
     native = NativeBackend.from_model(model, quantize_llm=True, group_size=32)
@@ -196,7 +196,7 @@ def test_quantize_llm_swaps_in_w4a16_and_follows_the_dequantized_model(tiny_fixt
     for name, mod in model.llm.named_modules():
         if isinstance(mod, W4A16Linear):
             parent, child = name.rsplit(".", 1)
-            w = native_ops.torch.ops.vilau.w4a16_dequantize(
+            w = torch.ops.vilau.w4a16_dequantize(
                 mod.qweight, mod.qzeros, mod.scales, mod.group_size, torch.float32
             )
             getattr(reference.llm.get_submodule(parent), child).weight.data = w.t().contiguous()

@@ -20,8 +20,6 @@ from vilau_rt.backends.onnxruntime_backend import (
     OnnxRuntimeBackend,
     load_bundle_or_export,
 )
-from vilau_rt.checkpoint import load_vilau
-from vilau_rt.depth_ops import CodeSampler
 from vilau_rt.errors import CheckpointError, CheckpointNotFoundError
 from vilau_rt.generate import (
     ImageSettings,
@@ -30,6 +28,8 @@ from vilau_rt.generate import (
     generate_text,
     splice_images,
 )
+from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.ops.depth_decode import CodeSampler
 from vilau_rt.sampling import sample_codes
 
 
@@ -190,7 +190,7 @@ def test_a_truncated_or_missing_bundle_file_is_refused(bundle_copy):
 def test_a_checkpoint_is_exported_once_then_loaded_from_the_cache(
     tiny_fixture, cache_dir, ort_backend, monkeypatch
 ):
-    from vilau_export import onnx_export
+    from vilau_export.onnx import export as onnx_export
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again instead of using the cache")

@@ -1,4 +1,4 @@
-"""Our AWQ quantizer (vilau_export.awq) on the tiny LLaMA AutoAWQ quantized in the fixture: same
+"""Our AWQ quantizer (vilau_export.quantize.awq_search) on the tiny LLaMA AutoAWQ quantized in the fixture: same
 calibration blocks, the same search statistics as AutoAWQ's trace, and a quantized model as good
 as AutoAWQ's and better than round-to-nearest, measured on the fixture's held-out quality set."""
 
@@ -9,12 +9,16 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from vilau_export.awq import AWQSearchConfig, awq_quantize_llama, save_awq_llm
-from vilau_export.calibration import calibration_blocks, read_calib_texts, sentencepiece_encoder
+from vilau_export.quantize.awq_search import AWQSearchConfig, awq_quantize_llama, save_awq_llm
+from vilau_export.quantize.calibration import (
+    calibration_blocks,
+    read_calib_texts,
+    sentencepiece_encoder,
+)
 
-from vilau_rt.awq import AWQConfig, fake_quantize, load_awq_llm, load_llm
 from vilau_rt.errors import ConfigError
-from vilau_rt.llama import LlamaConfig, LlamaForCausalLM
+from vilau_rt.model.awq import AWQConfig, fake_quantize, load_awq_llm, load_llm
+from vilau_rt.model.llama import LlamaConfig, LlamaForCausalLM
 
 
 @pytest.fixture(scope="module")

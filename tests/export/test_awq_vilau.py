@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from vilau_export.checkpoint_writer import write_checkpoint
 
 from vilau_rt import Pipeline
-from vilau_rt.awq import W4A16Linear
-from vilau_rt.config import preset
-from vilau_rt.llama import LlamaConfig
+from vilau_rt.model.awq import W4A16Linear
+from vilau_rt.model.config import preset
+from vilau_rt.model.llama import LlamaConfig
 
 
 def vilau_config_with_llm(llm: LlamaConfig):
@@ -76,8 +76,8 @@ def test_old_quant_config_json_folder_loads(autoawq_vilau, tmp_path):
 
 
 def test_quantize_cli_writes_a_loadable_checkpoint_close_to_the_float_one(tmp_path):
-    from vilau_export.awq import AWQSearchConfig
-    from vilau_export.quantize_checkpoint import compare_llms, quantize_checkpoint
+    from vilau_export.quantize.awq_search import AWQSearchConfig
+    from vilau_export.quantize.quantize_checkpoint import compare_llms, quantize_checkpoint
 
     llm = LlamaConfig(516, 128, 256, 2, 4, 4, 256, rms_norm_eps=1e-5)
     src = write_checkpoint(vilau_config_with_llm(llm), tmp_path / "float", seed=2)
@@ -97,7 +97,7 @@ def test_quantize_cli_writes_a_loadable_checkpoint_close_to_the_float_one(tmp_pa
 
 
 def test_image_conditioned_calibration_blocks_hold_projected_image_rows(tmp_path):
-    from vilau_export.calibration import calibration_images, image_conditioned_blocks
+    from vilau_export.quantize.calibration import calibration_images, image_conditioned_blocks
 
     src = write_checkpoint(preset("tiny-256"), tmp_path / "float")
     pics = calibration_images(3)
@@ -113,7 +113,7 @@ def test_image_conditioned_calibration_blocks_hold_projected_image_rows(tmp_path
 
 
 def test_interrupted_quantize_leaves_nothing(tmp_path, monkeypatch):
-    from vilau_export import quantize_checkpoint as qc
+    from vilau_export.quantize import quantize_checkpoint as qc
 
     llm = LlamaConfig(516, 128, 256, 1, 4, 4, 256, rms_norm_eps=1e-5)
     src = write_checkpoint(vilau_config_with_llm(llm), tmp_path / "float")

@@ -9,10 +9,10 @@ import torch
 from vilau_export import checkpoint_writer
 from vilau_export.checkpoint_writer import write_checkpoint
 
-from vilau_rt.checkpoint import load_vilau
-from vilau_rt.config import preset, read_config
 from vilau_rt.errors import ConfigError
-from vilau_rt.model import VilaU
+from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.model.config import preset, read_config
+from vilau_rt.model.vilau import VilaU
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 pytest.importorskip("onnxruntime_extensions", reason="the [onnx] extra is not installed")
 
 from vilau_export.checkpoint_writer import write_checkpoint
-from vilau_export.onnx_awq import MatMulNBitsLinear
-from vilau_export.onnx_export import export_bundle
+from vilau_export.onnx.export import export_bundle
+from vilau_export.onnx.matmul_nbits import MatMulNBitsLinear
 
-from vilau_rt.awq import W4A16Linear, load_awq_llm
-from vilau_rt.config import preset
 from vilau_rt.errors import ConfigError
-from vilau_rt.llama import LlamaConfig
+from vilau_rt.model.awq import W4A16Linear, load_awq_llm
+from vilau_rt.model.config import preset
+from vilau_rt.model.llama import LlamaConfig
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_repacked_linear_computes_the_unrounded_awq_weight(awq_fixture):
     nbits = MatMulNBitsLinear(lin, torch.float32)
     x = torch.randn(3, lin.in_features, generator=torch.Generator().manual_seed(0))
     # float64 reference straight from the AutoAWQ buffers, without the fp16 rounding
-    from vilau_rt.awq import unpack_gemm
+    from vilau_rt.model.awq import unpack_gemm
 
     codes, zeros = unpack_gemm(lin.qweight, lin.qzeros)
     g = lin.group_size

@@ -18,15 +18,15 @@ pytest.importorskip("onnxscript")
 
 import onnx
 import onnxruntime as ort
-from vilau_export import onnx_export
-from vilau_export.onnx_ops import register_onnx_schemas
+from vilau_export.onnx import export as onnx_export
+from vilau_export.onnx.ops import register_onnx_schemas
 
-from vilau_rt import bundle
 from vilau_rt.backends.onnxruntime_backend import load_bundle_or_export
-from vilau_rt.checkpoint import load_vilau
-from vilau_rt.config import read_config
 from vilau_rt.errors import ConfigError
-from vilau_rt.ort_ops import session_options
+from vilau_rt.model import bundle
+from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.model.config import read_config
+from vilau_rt.ops.onnxruntime import session_options
 
 
 def siglip(root):

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from vilau_rt import awq
-from vilau_rt.awq import (
+from vilau_rt.errors import ConfigError
+from vilau_rt.model import awq
+from vilau_rt.model.awq import (
     AWQConfig,
     W4A16Linear,
     dequantize_gemm,
@@ -22,8 +23,7 @@ from vilau_rt.awq import (
     unpack_gemm,
     unpack_gemv,
 )
-from vilau_rt.errors import ConfigError
-from vilau_rt.llama import LlamaConfig, LlamaForCausalLM
+from vilau_rt.model.llama import LlamaConfig, LlamaForCausalLM
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vilau_rt.awq import (
+from vilau_rt.errors import CheckpointError
+from vilau_rt.model.awq import (
     AWQConfig,
     W4A16Linear,
     dequantize_gemm,
@@ -20,7 +21,6 @@ from vilau_rt.awq import (
     load_llm,
     unpack_gemm,
 )
-from vilau_rt.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vilau_rt.checkpoint import load_vilau
 from vilau_rt.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from vilau_rt.model.checkpoint import load_vilau
 
 
 @pytest.fixture

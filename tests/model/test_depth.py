@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vilau_rt.depth import DepthTransformer, DepthTransformerConfig
-from vilau_rt.safetensors_io import SafetensorsFile
+from vilau_rt.model.depth import DepthTransformer, DepthTransformerConfig
+from vilau_rt.model.safetensors_io import SafetensorsFile
 from vilau_rt.sampling import sample_codes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vilau_rt.llama import LlamaConfig, LlamaForCausalLM
+from vilau_rt.model.llama import LlamaConfig, LlamaForCausalLM
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from vilau_rt.pixel_decoder import PixelDecoder, PixelDecoderConfig, to_uint8
+from vilau_rt.model.pixel_decoder import PixelDecoder, PixelDecoderConfig, to_uint8
 
 PREFIX = "rqvaesiglip."
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vilau_rt.rvq import ResidualQuantizer, RVQConfig
-from vilau_rt.safetensors_io import SafetensorsFile
+from vilau_rt.model.rvq import ResidualQuantizer, RVQConfig
+from vilau_rt.model.safetensors_io import SafetensorsFile
 
 
 def _fixture_rvq(root):

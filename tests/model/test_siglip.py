@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from vilau_rt.siglip import SiglipVisionConfig, SiglipVisionEncoder, preprocess
+from vilau_rt.model.siglip import SiglipVisionConfig, SiglipVisionEncoder, preprocess
 
 PREFIX = "rqvaesiglip.siglip_model.vision_model."
 IMAGES = ("img0_gradient_circle.png", "img1_stripes_wide.png", "img2_noise.png")

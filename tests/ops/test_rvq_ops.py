@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vilau_rt import _C, ops
+from vilau_rt import _C
+from vilau_rt.ops import kernels
 
 DEVICES = [
     "cpu",
@@ -102,7 +103,7 @@ def test_lookup_matches_float64_one_hot_sum(case, dtype, device):
     g = gen(hash(case) % 2**31)
     books = torch.randn(n_books, n_embed + 1, dim, generator=g).to(dtype)
     codes = torch.randint(n_embed, (n, depth), generator=g)
-    out = ops.rvq_lookup(codes.to(device), books.to(device))
+    out = kernels.rvq_lookup(codes.to(device), books.to(device))
     assert out.shape == (n, dim) and out.dtype == dtype and out.device.type == device
     ref = ref_lookup(codes, books)
     torch.testing.assert_close(out.cpu().double(), ref, rtol=RTOL[dtype], atol=1e-6)
@@ -114,7 +115,7 @@ def test_lookup_keeps_leading_dims_and_reads_strided_codes(device):
     books = torch.randn(3, 10, 5, generator=g)
     codes = torch.randint(9, (3, 4, 6), generator=g).transpose(0, 1)  # [4, 3, 6]: not contiguous
     codes = codes[..., :3]  # [4, 3, D=3]
-    out = ops.rvq_lookup(codes.to(device), books.to(device))
+    out = kernels.rvq_lookup(codes.to(device), books.to(device))
     assert out.shape == (4, 3, 5)
     ref = ref_lookup(codes.reshape(-1, 3), books).reshape(4, 3, 5)
     torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-6, atol=1e-6)
@@ -126,7 +127,7 @@ def test_lookup_rejects_out_of_range_codes_on_cpu():
         codes = torch.zeros(3, 2, dtype=torch.int64)
         codes[2, 1] = bad
         with pytest.raises(ValueError, match=rf"codes\[2, 1\] = {bad} .*\[0, 5\)"):
-            ops.rvq_lookup(codes, books)
+            kernels.rvq_lookup(codes, books)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -134,7 +135,7 @@ def test_lookup_writes_nan_rows_for_out_of_range_codes_on_cuda():
     books = torch.randn(2, 6, 4, device="cuda")
     codes = torch.zeros(3, 2, dtype=torch.int64, device="cuda")
     codes[1, 0] = 5
-    out = ops.rvq_lookup(codes, books).cpu()
+    out = kernels.rvq_lookup(codes, books).cpu()
     assert out[1].isnan().all() and not out[[0, 2]].isnan().any()
 
 
@@ -174,7 +175,7 @@ def test_encode_matches_float64_cdist_argmin(case, dtype, device):
     ref_codes, ref_zq, gap = ref_encode(x, books, depth)
     assert gap.min() > 1e-5, "test inputs must have unambiguous argmins"
 
-    codes, z_q = ops.rvq_encode(x.to(device), books.to(device), n_embed, depth)
+    codes, z_q = kernels.rvq_encode(x.to(device), books.to(device), n_embed, depth)
     assert codes.shape == (n, depth) and codes.dtype == torch.int64
     assert z_q.shape == (n, dim) and z_q.dtype == dtype
     assert torch.equal(codes.cpu(), ref_codes)
@@ -189,7 +190,7 @@ def test_encode_never_chooses_the_padding_row(device):
     x = torch.randn(6, dim, generator=g)
     books[0, n_embed] = x[0]  # the padding row would be an exact match for row 0
     books[1, n_embed] = x[1] - books[0, 0]
-    codes, _ = ops.rvq_encode(x.to(device), books.to(device), n_embed, 2)
+    codes, _ = kernels.rvq_encode(x.to(device), books.to(device), n_embed, 2)
     assert (codes < n_embed).all()
     ref_codes, _, gap = ref_encode(x, books, 2)
     assert gap.min() > 1e-5, "test inputs must have unambiguous argmins"
@@ -202,7 +203,7 @@ def test_encode_breaks_ties_towards_the_smallest_index(device):
     books[0, 1] = books[0, 3] = torch.tensor([1.0, 0.0, 0.0])  # rows 1 and 3 tie
     books[0, 0] = books[0, 2] = torch.tensor([-5.0, 0.0, 0.0])
     x = torch.tensor([[1.0, 0.1, 0.0]])
-    codes, z_q = ops.rvq_encode(x.to(device), books.to(device), 4, 1)
+    codes, z_q = kernels.rvq_encode(x.to(device), books.to(device), 4, 1)
     assert codes.tolist() == [[1]]
     assert z_q.cpu().tolist() == [[1.0, 0.0, 0.0]]
 
@@ -212,7 +213,7 @@ def test_encode_keeps_leading_dims(device):
     g = gen(3)
     books = make_codebooks(g, 2, 20, 8, 2, torch.float32)
     x = make_features(g, books, 12, 2, 20)
-    codes, z_q = ops.rvq_encode(x.reshape(3, 4, 8).to(device), books.to(device), 20, 2)
+    codes, z_q = kernels.rvq_encode(x.reshape(3, 4, 8).to(device), books.to(device), 20, 2)
     assert codes.shape == (3, 4, 2) and z_q.shape == (3, 4, 8)
     ref_codes, _, _ = ref_encode(x, books, 2)
     assert torch.equal(codes.reshape(12, 2).cpu(), ref_codes)
@@ -253,24 +254,24 @@ def test_encode_kernel_writes_every_element_of_poisoned_buffers(device):
 def test_bad_arguments_name_the_culprit():
     books = torch.randn(2, 6, 4)
     with pytest.raises(TypeError, match="codes has dtype torch.int32"):
-        ops.rvq_lookup(torch.zeros(3, 2, dtype=torch.int32), books)
+        kernels.rvq_lookup(torch.zeros(3, 2, dtype=torch.int32), books)
     with pytest.raises(ValueError, match="codebooks has 2 codebooks; expected one per depth"):
-        ops.rvq_lookup(torch.zeros(3, 3, dtype=torch.int64), books)
+        kernels.rvq_lookup(torch.zeros(3, 3, dtype=torch.int64), books)
     with pytest.raises(TypeError, match="codebooks has dtype torch.float64"):
-        ops.rvq_lookup(torch.zeros(3, 2, dtype=torch.int64), books.double())
+        kernels.rvq_lookup(torch.zeros(3, 2, dtype=torch.int64), books.double())
     with pytest.raises(ValueError, match="expected n_embed \\+ 1 = 7"):
-        ops.rvq_encode(torch.randn(3, 4), books, 6, 2)
+        kernels.rvq_encode(torch.randn(3, 4), books, 6, 2)
     with pytest.raises(ValueError, match="features must be \\[..., C\\] with C = 4"):
-        ops.rvq_encode(torch.randn(3, 5), books, 5, 2)
+        kernels.rvq_encode(torch.randn(3, 5), books, 5, 2)
     with pytest.raises(TypeError, match="features .* and codebooks .* must share a dtype"):
-        ops.rvq_encode(torch.randn(3, 4).half(), books, 5, 2)
+        kernels.rvq_encode(torch.randn(3, 4).half(), books, 5, 2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_tensors_on_two_devices_are_rejected():
     books = torch.randn(2, 6, 4, device="cuda")
     with pytest.raises(ValueError, match="codes on cpu, codebooks on cuda"):
-        ops.rvq_lookup(torch.zeros(3, 2, dtype=torch.int64), books)
+        kernels.rvq_lookup(torch.zeros(3, 2, dtype=torch.int64), books)
 
 
 def test_kernel_checks_sizes_on_the_cpp_side():
@@ -303,8 +304,8 @@ def test_ops_pass_opcheck(device):
 def test_ops_trace_with_torch_export():
     class Encode(torch.nn.Module):
         def forward(self, x, books):
-            codes, z_q = ops.rvq_encode(x, books, 10, 2)
-            return ops.rvq_lookup(codes, books) - z_q
+            codes, z_q = kernels.rvq_encode(x, books, 10, 2)
+            return kernels.rvq_lookup(codes, books) - z_q
 
     g = gen(4)
     books = make_codebooks(g, 2, 10, 6, 2, torch.float32)

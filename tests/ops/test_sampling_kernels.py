@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from vilau_rt import _C, native_ops
+from vilau_rt import _C
+from vilau_rt.ops import native
 from vilau_rt.sampling import sample_codes as reference_sample_codes
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -81,7 +82,7 @@ def test_top_k_1_equals_reference_argmax(dtype, with_cfg, device):
         logits[n, 10] = logits[n, 20] = 0  # keep the tie after the CFG mix
     expect_in = guided(logits, 2.5) if with_cfg else logits
     expected = reference_sample_codes(expect_in, top_k=1)
-    codes = native_ops.sample_codes(
+    codes = native.sample_codes(
         logits.to(device), cfg_scale=2.5 if with_cfg else None, top_k=1, seed=3
     )
     assert codes.dtype == torch.int64 and codes.shape == (n,)
@@ -93,14 +94,14 @@ def test_top_k_1_equals_reference_argmax(dtype, with_cfg, device):
 def test_top_k_1_treats_nan_as_the_maximum_like_torch_argmax(device):
     logits = torch.randn(2, 50, generator=gen(2))
     logits[1, 33] = float("nan")
-    codes = native_ops.sample_codes(logits.to(device), top_k=1)
+    codes = native.sample_codes(logits.to(device), top_k=1)
     assert codes.cpu().tolist() == [int(logits[0].argmax()), 33]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_tiny_top_p_keeps_only_the_argmax(device):
     logits = torch.randn(64, 300, generator=gen(4))
-    codes = native_ops.sample_codes(logits.to(device), top_k=900, top_p=1e-6, seed=11)
+    codes = native.sample_codes(logits.to(device), top_k=900, top_p=1e-6, seed=11)
     assert torch.equal(codes.cpu(), logits.argmax(-1))
 
 
@@ -129,7 +130,7 @@ def test_draws_follow_the_exact_float64_distribution(case, device):
     p = exact_distribution(x[0], top_k, top_p)
     # every row of one launch is an independent draw (the row is a Philox counter word)
     logits = base.repeat_interleave(draws, dim=0)
-    codes = native_ops.sample_codes(
+    codes = native.sample_codes(
         logits.to(device), cfg_scale=cfg_scale, temperature=temperature, top_k=top_k,
         top_p=top_p, seed=1234, counter=5,
     ).cpu()  # fmt: skip
@@ -151,11 +152,11 @@ def test_draws_follow_the_exact_float64_distribution(case, device):
 def test_same_seed_and_counter_give_the_same_codes(device):
     logits = torch.randn(6, 16384, generator=gen(5)).to(device)
     kw = {"cfg_scale": 3.0, "top_k": 900, "top_p": 0.96}
-    a = native_ops.sample_codes(logits, seed=7, counter=2, **kw)
-    b = native_ops.sample_codes(logits, seed=7, counter=2, **kw)
+    a = native.sample_codes(logits, seed=7, counter=2, **kw)
+    b = native.sample_codes(logits, seed=7, counter=2, **kw)
     assert torch.equal(a, b)
     draws = {
-        tuple(native_ops.sample_codes(logits, seed=s, counter=c, subsequence=q, **kw).tolist())
+        tuple(native.sample_codes(logits, seed=s, counter=c, subsequence=q, **kw).tolist())
         for s, c, q in [(7, 2, 0), (8, 2, 0), (7, 3, 0), (7, 2, 1)]
     }
     assert len(draws) == 4, "seed, counter and subsequence must each change the draws"
@@ -165,14 +166,14 @@ def test_same_seed_and_counter_give_the_same_codes(device):
 def test_a_rows_draw_does_not_depend_on_the_batch_it_is_in(device):
     logits = torch.randn(12, 500, generator=gen(6)).to(device)
     kw = {"top_k": 50, "top_p": 0.9, "seed": 99, "counter": 1}
-    full = native_ops.sample_codes(logits, **kw)
-    head = native_ops.sample_codes(logits[:5], **kw)
+    full = native.sample_codes(logits, **kw)
+    head = native.sample_codes(logits[:5], **kw)
     assert torch.equal(full[:5], head)
 
 
 def test_cpu_draws_do_not_depend_on_the_thread_count():
     logits = torch.randn(9, 3000, generator=gen(7)).half()
-    rng = native_ops.rng_state(5, 6, "cpu")
+    rng = native.rng_state(5, 6, "cpu")
     out = []
     for threads in (1, 2):
         codes = torch.empty(9, dtype=torch.int64)
@@ -196,8 +197,8 @@ def test_cpu_and_cuda_twins_draw_the_same_codes(dtype):
         "counter": 17,
         "subsequence": 3,
     }
-    cpu = native_ops.sample_codes(logits, **kw)
-    cuda = native_ops.sample_codes(logits.cuda(), **kw).cpu()
+    cpu = native.sample_codes(logits, **kw)
+    cuda = native.sample_codes(logits.cuda(), **kw).cpu()
     assert torch.equal(cpu, cuda)
 
 
@@ -205,7 +206,7 @@ def test_cpu_and_cuda_twins_draw_the_same_codes(dtype):
 def test_cuda_kernel_writes_every_code_of_a_poisoned_buffer():
     logits = torch.randn(33, 777, generator=gen(9)).cuda()
     codes = torch.full((33,), -5, dtype=torch.int64, device="cuda")
-    rng = native_ops.rng_state(1, 2, "cuda")
+    rng = native.rng_state(1, 2, "cuda")
     ws = torch.empty(_C.sample_workspace_bytes(33, 777), dtype=torch.uint8, device="cuda")
     _C.sample_codes_cuda(
         logits.data_ptr(), codes.data_ptr(), ws.data_ptr(), 33, 777, False, 0.0, 1.0, 40, 0.9,
@@ -214,7 +215,7 @@ def test_cuda_kernel_writes_every_code_of_a_poisoned_buffer():
     torch.cuda.synchronize()
     assert ((codes >= 0) & (codes < 777)).all()
     assert torch.equal(
-        codes.cpu(), native_ops.sample_codes(logits.cpu(), top_k=40, top_p=0.9, seed=1, counter=2)
+        codes.cpu(), native.sample_codes(logits.cpu(), top_k=40, top_p=0.9, seed=1, counter=2)
     )
 
 
@@ -224,12 +225,12 @@ def test_cuda_kernel_writes_every_code_of_a_poisoned_buffer():
 def test_bad_inputs_name_the_culprit():
     x = torch.randn(4, 10)
     with pytest.raises(ValueError, match="temperature = 0.0"):
-        native_ops.sample_codes(x, temperature=0.0)
+        native.sample_codes(x, temperature=0.0)
     with pytest.raises(ValueError, match="odd 3"):
-        native_ops.sample_codes(x[:3], cfg_scale=2.0)
+        native.sample_codes(x[:3], cfg_scale=2.0)
     with pytest.raises(TypeError, match="logits has dtype torch.int64"):
-        native_ops.sample_codes(x.long())
+        native.sample_codes(x.long())
     bad = x.clone()
     bad[2, 4] = float("nan")
     with pytest.raises(ValueError, match="row 2 of the guided logits holds a NaN"):
-        native_ops.sample_codes(bad, top_k=5)
+        native.sample_codes(bad, top_k=5)

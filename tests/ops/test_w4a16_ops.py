@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vilau_rt import _C, ops
+from vilau_rt import _C
+from vilau_rt.ops import kernels
 
 DEVICES = [
     "cpu",
@@ -89,7 +90,7 @@ def test_linear_matches_float64_dequantize_matmul(shape, m, dtype, device, with_
     layer, w_t = make_layer(seed, k, n, group_size, with_bias)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
     layer = to(layer, device)
-    y = ops.w4a16_linear(x.to(device), **layer, group_size=group_size)
+    y = kernels.w4a16_linear(x.to(device), **layer, group_size=group_size)
     assert y.shape == (m, n) and y.dtype == dtype and y.device.type == device
     ref = x.double() @ w_t
     if with_bias:
@@ -104,7 +105,7 @@ def test_dequantize_matches_float64_reference(shape, dtype, device):
     k, n, group_size = shape
     layer, w_t = make_layer(hash(shape) % 2**31, k, n, group_size, False)
     layer = to(layer, device)
-    out = ops.w4a16_dequantize(
+    out = kernels.w4a16_dequantize(
         layer["qweight"], layer["qzeros"], layer["scales"], group_size, out_dtype=dtype
     )
     assert out.shape == (k, n) and out.dtype == dtype
@@ -117,7 +118,7 @@ def test_dequantize_matches_float64_reference(shape, dtype, device):
 def test_linear_keeps_leading_dims_and_reads_strided_x(device, m):
     layer, w_t = make_layer(9, 128, 16, 64, True)
     x = torch.randn(128, 2, m, generator=torch.Generator().manual_seed(10)).permute(1, 2, 0)
-    y = ops.w4a16_linear(x.to(device), **to(layer, device), group_size=64)
+    y = kernels.w4a16_linear(x.to(device), **to(layer, device), group_size=64)
     assert y.shape == (2, m, 16)
     ref = x.double() @ w_t + layer["bias"].double()
     assert_close_to_ref(y, ref, torch.float32)
@@ -165,7 +166,7 @@ def test_packer_reproduces_autoawq_buffers(awq_format):
 @pytest.mark.parametrize("name", FIXTURE_LAYERS)
 def test_dequantize_reproduces_autoawq_exactly(awq_format, name, device):
     tensors, groups = awq_format
-    out = ops.w4a16_dequantize(
+    out = kernels.w4a16_dequantize(
         tensors[f"{name}.qweight"].to(device),
         tensors[f"{name}.qzeros"].to(device),
         tensors[f"{name}.scales"].to(device),
@@ -180,7 +181,7 @@ def test_dequantize_reproduces_autoawq_exactly(awq_format, name, device):
 def test_linear_matches_autoawq_forward(awq_format, name, device):
     tensors, groups = awq_format
     bias = tensors.get(f"{name}.bias")
-    y = ops.w4a16_linear(
+    y = kernels.w4a16_linear(
         tensors[f"{name}.x"].to(device),
         tensors[f"{name}.qweight"].to(device),
         tensors[f"{name}.qzeros"].to(device),
@@ -202,23 +203,23 @@ def test_bad_arguments_name_the_culprit():
     layer, _ = make_layer(1, 128, 16, 64, True)
     x = torch.randn(3, 128)
     with pytest.raises(ValueError, match="group_size = 48 must be >= 1 and divide in_features"):
-        ops.w4a16_linear(x, **layer, group_size=48)
+        kernels.w4a16_linear(x, **layer, group_size=48)
     with pytest.raises(ValueError, match="group_size = 0"):
-        ops.w4a16_linear(x, **layer, group_size=0)
+        kernels.w4a16_linear(x, **layer, group_size=0)
     with pytest.raises(ValueError, match="qzeros must be \\[K/group_size, N/8\\] = \\(4, 2\\)"):
-        ops.w4a16_linear(x, **layer, group_size=32)
+        kernels.w4a16_linear(x, **layer, group_size=32)
     with pytest.raises(ValueError, match="x must be \\[..., K\\] with K = 128"):
-        ops.w4a16_linear(torch.randn(3, 64), **layer, group_size=64)
+        kernels.w4a16_linear(torch.randn(3, 64), **layer, group_size=64)
     with pytest.raises(TypeError, match="scales has dtype torch.float32"):
-        ops.w4a16_linear(x, **{**layer, "scales": layer["scales"].float()}, group_size=64)
+        kernels.w4a16_linear(x, **{**layer, "scales": layer["scales"].float()}, group_size=64)
     with pytest.raises(TypeError, match="qweight has dtype torch.int64"):
-        ops.w4a16_linear(x, **{**layer, "qweight": layer["qweight"].long()}, group_size=64)
+        kernels.w4a16_linear(x, **{**layer, "qweight": layer["qweight"].long()}, group_size=64)
     with pytest.raises(ValueError, match="bias must be \\[N\\] = \\[16\\]"):
-        ops.w4a16_linear(x, **{**layer, "bias": layer["bias"][:8]}, group_size=64)
+        kernels.w4a16_linear(x, **{**layer, "bias": layer["bias"][:8]}, group_size=64)
     with pytest.raises(TypeError, match="x has dtype torch.float64"):
-        ops.w4a16_linear(x.double(), **layer, group_size=64)
+        kernels.w4a16_linear(x.double(), **layer, group_size=64)
     with pytest.raises(TypeError, match="out_dtype torch.int8 is not supported"):
-        ops.w4a16_dequantize(layer["qweight"], layer["qzeros"], layer["scales"], 64, torch.int8)
+        kernels.w4a16_dequantize(layer["qweight"], layer["qzeros"], layer["scales"], 64, torch.int8)
 
 
 def test_kernel_checks_sizes_on_the_cpp_side():
@@ -253,7 +254,7 @@ def test_linear_traces_with_torch_export():
 
     class Linear(torch.nn.Module):
         def forward(self, x):
-            return ops.w4a16_linear(x, **layer, group_size=64)
+            return kernels.w4a16_linear(x, **layer, group_size=64)
 
     x = torch.randn(2, 5, 128)
     program = torch.export.export(Linear(), (x,))
