@@ -74,9 +74,9 @@ def test_ops_raise_a_rebuild_hint_when_the_extension_is_missing():
     script = (
         "import sys; sys.modules['vilau_rt._C'] = None\n"
         "import torch\n"
-        "from vilau_rt import ops\n"
+        "from vilau_rt.ops import kernels\n"
         "try:\n"
-        "    ops.rvq_lookup(torch.zeros(2, 1, dtype=torch.int64), torch.zeros(1, 3, 4))\n"
+        "    kernels.rvq_lookup(torch.zeros(2, 1, dtype=torch.int64), torch.zeros(1, 3, 4))\n"
         "except RuntimeError as exc:\n"
         "    print('RAISED', exc)\n"
     )

@@ -184,11 +184,11 @@ def test_forward_matches_autoawq_and_float64(fmt, name, monkeypatch):
     if info["bias"]:
         q.bias.copy_(t[f"{name}.bias"])
     calls = []
-    real = awq.ops.w4a16_linear
-    monkeypatch.setattr(awq.ops, "w4a16_linear", lambda *a: calls.append(1) or real(*a))
+    real = awq.kernels.w4a16_linear
+    monkeypatch.setattr(awq.kernels, "w4a16_linear", lambda *a: calls.append(1) or real(*a))
     x = t[f"{name}.x"]
     y = q(x)
-    assert calls, "W4A16Linear.forward must call vilau_rt.ops.w4a16_linear"
+    assert calls, "W4A16Linear.forward must call vilau_rt.ops.kernels.w4a16_linear"
     assert y.dtype == torch.float16 and y.shape == t[f"{name}.y_gemm_forward"].shape
     ref = x.double() @ t[f"{name}.dequant_in_out"].double()
     if info["bias"]:
