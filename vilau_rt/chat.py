@@ -45,39 +45,43 @@ class ChatSession:
         )  # fmt: skip
         if gen:
             raise TypeError(f"unknown generation options {sorted(gen)}")
-        t0 = time.perf_counter()
-        media = pipe._media(images, None)
-        user = user_message(text, num_images=len(media))
-        if not user.strip():
-            from .errors import PromptError
 
-            raise PromptError("the message is empty: type a question or pass an image")
-        target = tokenize_chat(pipe.tokenizer, [*self.turns, (user, None)])
-        new_images = pipe.image_embeddings(media)
-        all_images = self._images + new_images
+        def run():
+            t0 = time.perf_counter()
+            media = pipe._media(images, None)
+            user = user_message(text, num_images=len(media))
+            if not user.strip():
+                from .errors import PromptError
 
-        if pipe._cache_owner is not self:
-            self._cached = []  # another request wrote over the cache
-        keep = 0
-        for a, b in zip(self._cached, target):
-            if a != b:
-                break
-            keep += 1
-        tokens_per_image = pipe.cfg.tokens_per_image
-        kept_images = sum(1 for t in target[:keep] if t == IMAGE_PLACEHOLDER_ID)
-        cache_pos = keep + kept_images * (tokens_per_image - 1)
-        if cache_pos == 0:
-            pipe.backend.setup_cache(1, pipe.max_context)
-        pipe._cache_owner = self
-        self._cached = self._cached[:keep]  # slots past `keep` are about to be overwritten
+                raise PromptError("the message is empty: type a question or pass an image")
+            target = tokenize_chat(pipe.tokenizer, [*self.turns, (user, None)])
+            new_images = pipe.image_embeddings(media)
+            all_images = self._images + new_images
 
-        def done(out_ids: list[int], fed: list[int]) -> None:
-            reply = pipe.tokenizer.decode(out_ids, skip_special_tokens=True)
-            self.turns.append((user, reply))
-            self._cached = target + fed
-            self._images = all_images
+            if pipe._cache_owner is not self:
+                self._cached = []  # another request wrote over the cache
+            keep = 0
+            for a, b in zip(self._cached, target):
+                if a != b:
+                    break
+                keep += 1
+            tokens_per_image = pipe.cfg.tokens_per_image
+            kept_images = sum(1 for t in target[:keep] if t == IMAGE_PLACEHOLDER_ID)
+            cache_pos = keep + kept_images * (tokens_per_image - 1)
+            if cache_pos == 0:
+                pipe.backend.setup_cache(1, pipe.max_context)
+            pipe._cache_owner = self
+            self._cached = self._cached[:keep]  # slots past `keep` are about to be overwritten
 
-        return pipe._run(
-            target[keep:], all_images[kept_images:], cache_pos, settings, seed, stop, stream, t0,
-            on_done=done,
-        )  # fmt: skip
+            def done(out_ids: list[int], fed: list[int]) -> None:
+                reply = pipe.tokenizer.decode(out_ids, skip_special_tokens=True)
+                self.turns.append((user, reply))
+                self._cached = target + fed
+                self._images = all_images
+
+            return pipe._run(
+                target[keep:], all_images[kept_images:], cache_pos, settings, seed, stop, stream, t0,
+                on_done=done,
+            )  # fmt: skip
+
+        return pipe._request(run, stream)

@@ -39,3 +39,8 @@ class GenerationError(VilaURTError, ValueError):
 
 class BackendError(VilaURTError, RuntimeError):
     """A backend cannot run here (missing extension, device, or library)."""
+
+
+class PipelineBusyError(VilaURTError, RuntimeError):
+    """A request was started on a Pipeline by the thread that still holds an open stream on it
+    (it would wait for itself forever)."""

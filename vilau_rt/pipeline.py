@@ -11,6 +11,7 @@ images = pipe.generate_image("a red apple on a wooden table", seed=0)
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from .model.checkpoint import load_vilau
 from .model.pixel_decoder import to_uint8
 from .model.siglip import normalize_uint8, preprocess
 from .prompts import build_understanding_prompt, generation_batch, tokenize_with_images
+from .request_lock import RequestLock
 from .sampling import check_sampling
 from .tokenizer import StreamDecoder, Tokenizer
 from .video import load_video
@@ -62,6 +64,17 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def exclusive(method):
+    """Run ``method`` as one request: other threads wait until the Pipeline is free."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 def default_device() -> torch.device:
@@ -96,6 +109,7 @@ class Pipeline:
         self.max_context = max_context or ctx
         self.stats: dict = {}
         self._cache_owner = None  # the ChatSession whose turns the KV cache holds, if any
+        self._lock = RequestLock()  # one request at a time (see request_lock.py)
 
     @property
     def device(self) -> torch.device:
@@ -160,11 +174,13 @@ class Pipeline:
                 out.append(preprocess([load_image(im)], S)[0].to(self.device))
         return torch.stack(out)
 
+    @exclusive
     def encode_image(self, image) -> np.ndarray:
         """Image -> RVQ codes, int64 [h, w, D]."""
         codes, _ = self.backend.encode_images(self._pixels([image]))
         return codes[0].cpu().numpy()
 
+    @exclusive
     def decode_codes(self, codes) -> Image.Image | list[Image.Image]:
         """Codes [h, w, D] -> an image; [N, h, w, D] -> a list of images."""
         c = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.device)
@@ -182,6 +198,7 @@ class Pipeline:
         return images[0] if single else images
 
     # -- quality measures -----------------------------------------------------------------
+    @exclusive
     def logits(self, text_or_ids) -> np.ndarray:
         """Teacher-forced next-token logits, float32 [T, V] (BOS added to text)."""
         if isinstance(text_or_ids, str):
@@ -204,6 +221,7 @@ class Pipeline:
         )
         return self.backend.logits(hidden[0]).cpu().numpy()
 
+    @exclusive
     def perplexity(self, texts: list[str]) -> float:
         """exp(mean negative log-likelihood) of every token after the first, over ``texts``."""
         nll, count = 0.0, 0
@@ -248,13 +266,30 @@ class Pipeline:
         settings = text_settings(
             max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty
         )
-        t0 = time.perf_counter()
-        media = self._media(images, videos)
-        embeds_img = self.image_embeddings(media)
-        text = build_understanding_prompt(prompt, num_images=len(media))
-        ids = tokenize_with_images(self.tokenizer, text)
-        self._cache_owner = None  # any chat session's cache is overwritten below
-        return self._run(ids, embeds_img, 0, settings, seed, stop, stream, t0)
+
+        def run():
+            t0 = time.perf_counter()
+            media = self._media(images, videos)
+            embeds_img = self.image_embeddings(media)
+            text = build_understanding_prompt(prompt, num_images=len(media))
+            ids = tokenize_with_images(self.tokenizer, text)
+            self._cache_owner = None  # any chat session's cache is overwritten below
+            return self._run(ids, embeds_img, 0, settings, seed, stop, stream, t0)
+
+        return self._request(run, stream)
+
+    def _request(self, run, stream: bool):
+        """Run ``run()`` as one request; a stream keeps the Pipeline until it ends or closes."""
+        self._lock.acquire()
+        try:
+            out = run()
+        except BaseException:
+            self._lock.release()
+            raise
+        if stream:
+            return self._lock.stream(out)
+        self._lock.release()
+        return out
 
     def _media(self, images, videos) -> list:
         media = [load_image(im) for im in (images or [])]
@@ -262,6 +297,7 @@ class Pipeline:
             media += load_video(v, self.cfg.num_video_frames)
         return media
 
+    @exclusive
     def image_embeddings(self, images: list) -> list[torch.Tensor]:
         """LLM input embeddings [h*w, H] of each image (RVQ-quantized, projected)."""
         if not images:
@@ -340,6 +376,7 @@ class Pipeline:
             on_done(out_ids)
 
     # -- generation -----------------------------------------------------------------------
+    @exclusive
     def generate_image_codes(
         self,
         prompt: str,
@@ -363,6 +400,7 @@ class Pipeline:
         )
         return codes[:, 0]
 
+    @exclusive
     def generate_video_codes(self, prompt: str, *, num_frames: int = 8, **kwargs) -> np.ndarray:
         """Text -> codes [num_videos, num_frames, h, w, D] (``<vi_start>``, upstream: 8 frames)."""
         num_videos = kwargs.pop("num_videos", 1)
@@ -414,6 +452,7 @@ class Pipeline:
         h, w = self.cfg.grid
         return codes.view(num, frames, h, w, -1).cpu().numpy()
 
+    @exclusive
     def generate_video(self, prompt: str, **kwargs) -> list[list[Image.Image]]:
         """Text -> videos, each a list of frames (PIL images)."""
         codes = self.generate_video_codes(prompt, **kwargs)
@@ -424,6 +463,7 @@ class Pipeline:
         gen.manual_seed(seed if seed is not None else torch.seed() % 2**63)
         return gen
 
+    @exclusive
     def generate_image(self, prompt: str, **kwargs) -> list[Image.Image]:
         codes = self.generate_image_codes(prompt, **kwargs)
         return self.decode_codes(codes)
