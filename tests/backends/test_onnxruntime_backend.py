@@ -199,3 +199,46 @@ def test_a_checkpoint_is_exported_once_then_loaded_from_the_cache(
     again = load_bundle_or_export(tiny_fixture, cache_dir, siglip_config=siglip(tiny_fixture))
     assert again.root == ort_backend.root
     assert load_bundle_or_export(ort_backend.root).root == ort_backend.root  # a bundle as is
+
+
+@pytest.fixture(scope="module")
+def ort_pipe(tiny_fixture, cache_dir, ort_backend):
+    from vilau_rt import Pipeline
+
+    return Pipeline.from_pretrained(
+        tiny_fixture, backend="onnxruntime", cache_dir=cache_dir, siglip_config=siglip(tiny_fixture)
+    )
+
+
+@pytest.fixture(scope="module")
+def torch_pipe(tiny_fixture):
+    from vilau_rt import Pipeline
+
+    return Pipeline.from_pretrained(tiny_fixture, siglip_config=siglip(tiny_fixture))
+
+
+def test_prefills_of_different_lengths_follow_each_other(ort_pipe, torch_pipe, tiny_fixture):
+    # the LLM output used to be bound once with the first prefill's shape
+    image = tiny_fixture / "reference" / "img0_gradient_circle.png"
+    requests = [
+        ("Hi", None),
+        ("What is shown in this image?", [image]),
+        ("Describe the picture in many words, please, with every detail you see.", [image]),
+        ("Hi", None),
+        ("Two images?", [image, image]),
+    ]
+    for prompt, images in requests:
+        got = ort_pipe.generate(prompt, images=images, max_new_tokens=5)
+        want = torch_pipe.generate(prompt, images=images, max_new_tokens=5)
+        assert got.token_ids == want.token_ids, prompt
+
+
+def test_multi_turn_chat_equals_torch(ort_pipe, torch_pipe, tiny_fixture):
+    image = tiny_fixture / "reference" / "img2_noise.png"
+    turns = [("What is in the picture?", [image]), ("And the colours?", None), ("Why?", None)]
+    ort_chat, torch_chat = ort_pipe.chat_session(), torch_pipe.chat_session()
+    for text, images in turns:
+        got = ort_chat.ask(text, images=images, max_new_tokens=6)
+        want = torch_chat.ask(text, images=images, max_new_tokens=6)
+        assert got.token_ids == want.token_ids, text
+    assert got.stats["cached_tokens"] > 0  # later turns reuse the cache

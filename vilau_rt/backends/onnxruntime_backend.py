@@ -210,7 +210,6 @@ class _KVCache:
         self.bindings = {}
         for graph in ("llm_prefill", "llm_decode"):
             io = backend._session(graph).io_binding()
-            io.bind_output("hidden", "cpu")  # bound first: it is get_outputs()[0]
             for k, v in self.values.items():
                 io.bind_ortvalue_input(f"past_{k}", v)
                 io.bind_ortvalue_output(f"present_{k}", v)
@@ -223,8 +222,16 @@ class _KVCache:
         io.bind_cpu_input("rope_pos", _np(rope_pos, np.int64))
         io.bind_cpu_input("write_index", np.full(self.batch, cache_pos, dtype=np.int64))
         io.bind_cpu_input("key_valid", key_valid)
+        # The output is bound anew at every call with this call's shape: a binding left to
+        # ONNX Runtime keeps the shape of the first run, so the next prefill of another length
+        # would fail.
+        hidden = np.empty((self.batch, T, self.backend.cfg.llm.hidden_size), self.backend._np_dtype)
+        io.bind_output(
+            "hidden", "cpu", element_type=hidden.dtype, shape=hidden.shape,
+            buffer_ptr=hidden.ctypes.data,
+        )  # fmt: skip
         self.backend._session(graph).run_with_iobinding(io)
-        return io.get_outputs()[0].numpy()
+        return hidden
 
 
 def _np(t, dtype) -> np.ndarray:
