@@ -125,6 +125,7 @@ class Pipeline:
         siglip_config=None,
         cache_dir: str | Path | None = None,
         max_context: int | None = None,
+        check_finite: bool = True,
     ) -> Pipeline:
         """Load an official VILA-U checkpoint folder (or, for ``backend="onnxruntime"``, an
         exported bundle; a checkpoint is then exported on first use into ``cache_dir``).
@@ -133,7 +134,8 @@ class Pipeline:
         kernels, CUDA graphs on GPUs), ``onnxruntime`` (the exported ONNX graphs). device
         defaults to CUDA when available, else CPU; dtype to bfloat16 (float16 where bf16 is
         unsupported) on CUDA and float32 on the CPU. ``max_context`` caps the positions the
-        static KV cache holds (default: the model's context length).
+        static KV cache holds (default: the model's context length). ``check_finite=False``
+        loads weights that hold NaN or infinity instead of refusing them.
         """
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
@@ -151,7 +153,9 @@ class Pipeline:
             if not isinstance(dtype, torch.dtype):
                 raise TypeError(f"dtype {name!r} is not float32, float16 or bfloat16")
         dtype = dtype or default_dtype(device)
-        model = load_vilau(path, dtype=dtype, device=device, siglip_config=siglip_config)
+        model = load_vilau(
+            path, dtype=dtype, device=device, siglip_config=siglip_config, check_finite=check_finite
+        )
         tokenizer = Tokenizer.from_folder(Path(path) / "llm")
         if backend == "native":
             from .backends.native_backend import NativeBackend

@@ -212,3 +212,49 @@ def test_inconsistent_configs_name_both_sides(ckpt, siglip):
     p.write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match=r"n_embed = 128 but rqtransformer\.vocab_size = 64"):
         load_vilau(ckpt, siglip_config=siglip)
+
+
+def test_nan_or_inf_weight_is_named_unless_the_check_is_off(ckpt, siglip):
+    def poison(sd):
+        sd["layers.0.weight"][1, 2] = float("nan")
+        sd["layers.0.weight"][0, 0] = float("inf")
+
+    _edit(ckpt / "mm_projector" / "model.safetensors", poison)
+    with pytest.raises(CheckpointError, match=r"'layers\.0\.weight' in .*mm_projector holds 2 NaN"):
+        load_vilau(ckpt, siglip_config=siglip)
+    model = load_vilau(ckpt, siglip_config=siglip, check_finite=False)
+    assert torch.isnan(model.mm_projector.layers[0].weight).any()
+
+
+def _raw_safetensors(path, entries, data: bytes):
+    """A safetensors file written by hand: header entries as given, then ``data``."""
+    header = json.dumps(entries).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+
+
+@pytest.mark.parametrize(
+    ("offsets", "message"),
+    [
+        ({"a": [-8, 8], "b": [8, 24]}, r"'a' has data offsets \[-8, 8\]"),  # into the header
+        ({"a": [0, 16], "b": [8, 24]}, r"'a' \(bytes 0\.\.16\) and 'b' \(from byte 8\) overlap"),
+        ({"a": [16, 0], "b": [0, 16]}, r"'a' has data offsets \[16, 0\]"),
+        ({"a": [0, 12], "b": [12, 28]}, r"'a' declares 12 bytes for shape \[4\]"),
+    ],
+)
+def test_safetensors_offsets_are_validated(tmp_path, offsets, message):
+    from vilau_rt.model.safetensors_io import SafetensorsFile
+
+    entries = {k: {"dtype": "F32", "shape": [4], "data_offsets": v} for k, v in offsets.items()}
+    path = tmp_path / "bad.safetensors"
+    _raw_safetensors(path, entries, bytes(32))
+    with pytest.raises(CheckpointError, match=message):
+        SafetensorsFile(path)
+
+
+def test_index_naming_a_file_outside_the_folder_is_refused(ckpt, siglip, tmp_path):
+    outside = tmp_path / "x.safetensors"
+    save_file({"model.norm.weight": torch.ones(4)}, str(outside))
+    index = {"metadata": {}, "weight_map": {"model.norm.weight": "../../x.safetensors"}}
+    (ckpt / "llm" / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"names shard '\.\./\.\./x\.safetensors'"):
+        load_vilau(ckpt, siglip_config=siglip)

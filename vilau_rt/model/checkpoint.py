@@ -77,10 +77,14 @@ def load_vilau(
     device: str | torch.device = "cpu",
     siglip_config=None,
     ignored: list[str] | None = None,
+    check_finite: bool = True,
 ) -> VilaU:
     """Build the model described by ``path`` and assign it the checkpoint's weights.
 
     ``ignored``, if given, receives the checkpoint keys that were skipped as unused.
+    ``check_finite`` (default) refuses a float weight holding NaN or infinity, naming it: such
+    a checkpoint otherwise loads and answers with empty or garbage text. It reads every weight
+    once; ``False`` skips it.
     """
     root = Path(path)
     cfg = read_config(root, siglip_config)
@@ -132,8 +136,29 @@ def load_vilau(
             lines.append(f"{ckpt_key!r} (in {root / folder})")
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise CheckpointError(f"checkpoint {root} lacks tensors: {', '.join(lines)}{more}")
+    if check_finite:
+        _check_finite(state, root)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _check_finite(state: dict[str, torch.Tensor], root: Path) -> None:
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            folder, key = _checkpoint_key_of(name)
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"tensor {key!r} in {root / folder} holds {bad} NaN or infinite values of "
+                f"{t.numel()}; the checkpoint is damaged (re-download or re-export it), or "
+                "pass check_finite=False to load it anyway"
+            )
+
+
+def _checkpoint_key_of(model_key: str) -> tuple[str, str]:
+    try:
+        return to_checkpoint_key(model_key)
+    except KeyError:  # AWQ buffers (qweight, scales, ...) keep the llm/ names
+        return "llm", model_key.removeprefix("llm.")
 
 
 def _check_shared_copy(src: TensorSource, key: str) -> None:

@@ -9,6 +9,7 @@ CheckpointError or CheckpointNotFoundError naming the file and, where there is o
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import struct
@@ -65,6 +66,12 @@ class SafetensorsFile:
                 start, end = (int(o) for o in e["data_offsets"])
             except (KeyError, TypeError, ValueError) as err:
                 raise CheckpointError(f"{self.path}: bad header entry for {key!r}: {e}") from err
+            if start < 0 or end < start or any(s < 0 for s in shape):
+                raise CheckpointError(
+                    f"{self.path}: tensor {key!r} has data offsets {[start, end]} and shape "
+                    f"{list(shape)}; offsets count from the end of the header and must be "
+                    "0 <= start <= end (the file is corrupt or was not written as safetensors)"
+                )
             numel = 1
             for s in shape:
                 numel *= s
@@ -79,7 +86,17 @@ class SafetensorsFile:
                     f"but the file has {size} bytes; re-download or re-write it"
                 )
             self.entries[key] = (dtype, shape, start, end)
+        self._check_no_overlap()
         self._map = None
+
+    def _check_no_overlap(self) -> None:
+        spans = sorted((s, e, k) for k, (_, _, s, e) in self.entries.items() if e > s)
+        for (s0, e0, k0), (s1, _, k1) in itertools.pairwise(spans):
+            if s1 < e0:
+                raise CheckpointError(
+                    f"{self.path}: tensors {k0!r} (bytes {s0}..{e0}) and {k1!r} (from byte "
+                    f"{s1}) overlap; the file is corrupt"
+                )
 
     def names(self) -> list[str]:
         return list(self.entries)
@@ -126,7 +143,18 @@ class TensorSource:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
                 raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from e
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{index}: weight_map must map tensor names to shard files")
             for shard in sorted(set(weight_map.values())):
+                if (
+                    not isinstance(shard, str)
+                    or Path(shard).name != shard
+                    or shard in ("", ".", "..")
+                ):
+                    raise CheckpointError(
+                        f"{index} names shard {shard!r}: a shard must be a file name inside "
+                        f"{folder}; paths to other folders are refused"
+                    )
                 if not (folder / shard).is_file():
                     raise CheckpointNotFoundError(
                         f"shard {folder / shard} named by {index} is missing; "
