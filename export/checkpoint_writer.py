@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -27,6 +25,7 @@ from safetensors.torch import save_file
 from vilau_rt.model.checkpoint import to_checkpoint_key
 from vilau_rt.model.config import VilaUConfig
 from vilau_rt.model.vilau import VilaU
+from vilau_rt.staging import staged_folder
 
 SHARD_BYTES = 2 << 30
 ADDED_TOKENS = ("<im_start>", "<im_end>", "<vi_start>", "<vi_end>")
@@ -44,19 +43,8 @@ def write_checkpoint(
 ) -> Path:
     """Write ``cfg`` with random weights to the folder ``out``; returns its path."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_folder(out, overwrite=overwrite) as tmp:
         _write(cfg, tmp, seed, dtype, shard_bytes)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from vilau_rt.errors import CheckpointNotFoundError, ConfigError
 from vilau_rt.model import bundle
 from vilau_rt.model.checkpoint import load_vilau
 from vilau_rt.model.vilau import VilaU
+from vilau_rt.staging import staged_folder
 
 from .graphs import DepthDecodeGraph, LlmGraph, LmHeadGraph, PixelDecoderGraph, VisionGraph
 from .ops import DOMAIN, DOMAIN_VERSION, OPSET, translation_table
@@ -82,17 +81,11 @@ def export_bundle(
 
     model = load_vilau(ckpt_path, dtype=PRECISIONS[precision], siglip_config=siglip_config)
     _apply_quant(model, quant, Path(ckpt_path), PRECISIONS[precision])
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with staged_folder(out, overwrite=overwrite) as tmp:
         graphs = write_graphs(model, tmp, progress)
         _write_embeddings(model, tmp)
         _copy_tokenizer(Path(ckpt_path), tmp)
         bundle.write_manifest(tmp, _manifest(model, precision, quant, graphs))
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:  # KeyboardInterrupt too: never leave a half bundle behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s to %s", ckpt_path, out)
     return out
 
@@ -113,18 +106,6 @@ def _apply_quant(model: VilaU, quant: str, ckpt: Path, dtype: torch.dtype) -> No
                 "then export OUT with --quant awq-int4"
             )
         to_matmul_nbits(model.llm, dtype)
-
-
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not overwrite:  # another process finished the same export first
-        raise FileExistsError(f"{out} appeared while exporting; remove it or pass overwrite=True")
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- graphs

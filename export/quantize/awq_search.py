@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from vilau_rt.model.llama import (
     attention_mask,
 )
 from vilau_rt.model.safetensors_io import TensorSource
+from vilau_rt.staging import staged_folder
 
 from .calibration import calibration_blocks, read_calib_texts, sentencepiece_encoder
 
@@ -488,13 +488,7 @@ def save_awq_llm(
     ``extra_files`` (tokenizer, generation config) copied in. Written under a temporary name and
     renamed when complete; an existing ``folder`` is an error."""
     out = Path(folder)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; choose a new output folder or remove it")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out) as tmp:
         hf = llama_config.to_hf()
         hf.update(torch_dtype="float16", quantization_config=cfg.to_hf())
         (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
@@ -520,10 +514,6 @@ def save_awq_llm(
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -11,7 +11,6 @@ mean KL(float || quantized) of the next-token distributions and the perplexity r
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from importlib import resources
@@ -21,6 +20,7 @@ import torch
 
 from vilau_rt.errors import CheckpointNotFoundError
 from vilau_rt.model.awq import AWQConfig, load_llm
+from vilau_rt.staging import staged_folder
 from vilau_rt.tokenizer import Tokenizer
 
 from .awq_search import AWQSearchConfig, quantize_llm_folder
@@ -54,12 +54,7 @@ def quantize_checkpoint(
             raise CheckpointNotFoundError(
                 f"{ckpt / part} not found: {ckpt} is not a VILA-U checkpoint"
             )
-    if out.exists():
-        raise FileExistsError(f"{out} exists; choose a new output folder or remove it")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with staged_folder(out) as tmp:
         shutil.copy2(ckpt / "config.json", tmp / "config.json")
         shutil.copytree(ckpt / "vision_tower", tmp / "vision_tower")
         shutil.copytree(ckpt / "mm_projector", tmp / "mm_projector")
@@ -78,10 +73,6 @@ def quantize_checkpoint(
             progress=progress,
             extra_embeds=extra,
         )
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

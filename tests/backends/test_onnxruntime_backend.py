@@ -242,3 +242,13 @@ def test_multi_turn_chat_equals_torch(ort_pipe, torch_pipe, tiny_fixture):
         want = torch_chat.ask(text, images=images, max_new_tokens=6)
         assert got.token_ids == want.token_ids, text
     assert got.stats["cached_tokens"] > 0  # later turns reuse the cache
+
+
+def test_a_damaged_cached_bundle_is_exported_again(tiny_fixture, cache_dir, ort_backend):
+    root = ort_backend.root
+    onnx_file = root / "lm_head.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-10])  # e.g. a disk filled up mid-copy
+    again = load_bundle_or_export(tiny_fixture, cache_dir, siglip_config=siglip(tiny_fixture))
+    assert again.root == root
+    hidden = torch.randn(2, ort_backend.cfg.llm.hidden_size)
+    assert torch.allclose(again.logits(hidden), ort_backend.logits(hidden), atol=1e-5)

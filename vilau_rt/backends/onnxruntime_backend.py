@@ -25,13 +25,14 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import BackendError
+from ..errors import BackendError, CheckpointError, CheckpointNotFoundError
 from ..model import bundle
 from ..model.config import read_config
 from ..ops.depth_decode import CodeSampler
@@ -273,6 +274,12 @@ def load_bundle_or_export(
         return OnnxRuntimeBackend(p, **backend_kwargs)
     cfg = read_config(p, siglip_config)  # raises the checkpoint errors for a bad path
     target = Path(cache_dir or DEFAULT_CACHE) / "bundles" / _cache_key(p, cfg, precision, quant)
+    if (target / bundle.MANIFEST).is_file():
+        try:
+            return OnnxRuntimeBackend(target, **backend_kwargs)
+        except (CheckpointError, CheckpointNotFoundError) as e:  # damaged: export it again
+            log.warning("cached bundle %s is damaged (%s); exporting it again", target, e)
+            shutil.rmtree(target)
     if not (target / bundle.MANIFEST).is_file():
         try:
             from vilau_export.onnx.export import export_bundle
