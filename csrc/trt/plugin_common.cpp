@@ -75,8 +75,8 @@ DType to_dtype(DataType type) {
     case DataType::kBF16:
       return DType::kBFloat16;
     default:
-      throw std::invalid_argument(std::string("float tensors must be kFLOAT, kHALF or kBF16, got ") +
-                                  type_name(type));
+      throw std::invalid_argument(
+          std::string("float tensors must be kFLOAT, kHALF or kBF16, got ") + type_name(type));
   }
 }
 
@@ -124,8 +124,10 @@ bool read_int_fields(char const* plugin, nvinfer1::PluginFieldCollection const* 
         }
         values[j] = static_cast<int32_t>(v);
       } else {
-        log_error(plugin, "field '" + name + "' must be kINT32 (an ONNX INT attribute), got "
-                          "PluginFieldType " + std::to_string(static_cast<int32_t>(f.type)));
+        log_error(plugin, "field '" + name +
+                              "' must be kINT32 (an ONNX INT attribute), got "
+                              "PluginFieldType " +
+                              std::to_string(static_cast<int32_t>(f.type)));
         return false;
       }
       seen[j] = true;
@@ -192,8 +194,7 @@ int32_t PluginBase::getOutputDataTypes(DataType* output_types, int32_t nb_output
 int32_t PluginBase::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nb_inputs,
                                     nvinfer1::DimsExprs const* /*shape_inputs*/,
                                     int32_t /*nb_shape_inputs*/, nvinfer1::DimsExprs* outputs,
-                                    int32_t nb_outputs,
-                                    nvinfer1::IExprBuilder& builder) noexcept {
+                                    int32_t nb_outputs, nvinfer1::IExprBuilder& builder) noexcept {
   try {
     std::vector<int32_t> ranks;
     for (int32_t i = 0; i < nb_inputs; ++i) ranks.push_back(inputs[i].nbDims);
@@ -219,8 +220,7 @@ int32_t PluginBase::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t n
                                 *builder.constant(r.div));
         }
         if (r.input >= 0 && r.sub != 0) {
-          e = builder.operation(nvinfer1::DimensionOperation::kSUB, *e,
-                                *builder.constant(r.sub));
+          e = builder.operation(nvinfer1::DimensionOperation::kSUB, *e, *builder.constant(r.sub));
         }
         if (e == nullptr) {
           log_error(mName, "getOutputShapes: the expression builder returned nullptr");
@@ -254,8 +254,7 @@ bool PluginBase::supportsFormatCombination(int32_t pos,
   }
 }
 
-int32_t PluginBase::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in,
-                                    int32_t nb_inputs,
+int32_t PluginBase::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nb_inputs,
                                     nvinfer1::DynamicPluginTensorDesc const* /*out*/,
                                     int32_t /*nb_outputs*/) noexcept {
   try {

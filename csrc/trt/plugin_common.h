@@ -8,6 +8,13 @@
 
 #include <NvInferRuntime.h>
 
+#if NV_TENSORRT_MAJOR < 10
+#error "the vilau plugins implement IPluginV3, which TensorRT 10.0 introduced"
+#endif
+// The IPluginV3 / IPluginV3One* / IPluginCreatorV3One signatures used here are the same in the
+// 10.3 and 11.1 headers; what differs (ILoggerFinder and ILogger derive from
+// IVersionedInterface in 11.x) changes their vtables, so build once per TensorRT major version.
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -81,7 +88,8 @@ class PluginBase : public nvinfer1::IPluginV3,
                           nvinfer1::DynamicPluginTensorDesc const* out,
                           int32_t nb_outputs) noexcept override;
   int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nb_inputs,
-                        nvinfer1::PluginTensorDesc const* out, int32_t nb_outputs) noexcept override;
+                        nvinfer1::PluginTensorDesc const* out,
+                        int32_t nb_outputs) noexcept override;
   nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
   nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 

@@ -22,8 +22,8 @@ nvinfer1::IPluginCreatorInterface* const* creators(int32_t& count) {
                                       make_depth_decode);
   static IntFieldCreator w4a16_gemm(W4A16GemmPlugin::kName, W4A16GemmPlugin::field_names(),
                                     make_w4a16_gemm);
-  static nvinfer1::IPluginCreatorInterface* const all[] = {&rvq_lookup, &rvq_encode,
-                                                           &depth_decode, &w4a16_gemm};
+  static nvinfer1::IPluginCreatorInterface* const all[] = {&rvq_lookup, &rvq_encode, &depth_decode,
+                                                           &w4a16_gemm};
   count = static_cast<int32_t>(sizeof all / sizeof all[0]);
   return all;
 }

@@ -149,7 +149,7 @@ bool supports_format(IoSlots const& slots, int32_t pos, DataType const* types,
 }
 
 std::string output_types_of(IoSlots const& slots, DataType const* in, int32_t nb_in, DataType* out,
-                         int32_t nb_out) {
+                            int32_t nb_out) {
   if (nb_in != static_cast<int32_t>(slots.inputs.size()) ||
       nb_out != static_cast<int32_t>(slots.outputs.size())) {
     return "expected " + str(slots.inputs.size()) + " inputs and " + str(slots.outputs.size()) +
@@ -213,8 +213,9 @@ std::vector<ShapeRule> rvq_encode_shapes(std::vector<int32_t> const& ranks, int3
 
 std::vector<ShapeRule> w4a16_gemm_shapes(std::vector<int32_t> const& ranks, std::string& why) {
   if ((ranks.size() != 4 && ranks.size() != 5) || ranks[0] < 1 || ranks[3] != 2) {
-    why = "expects x [..., K] (rank >= 1), qweight, qzeros, scales [K/G, N] (rank 2), "
-          "optionally bias";
+    why =
+        "expects x [..., K] (rank >= 1), qweight, qzeros, scales [K/G, N] (rank 2), "
+        "optionally bias";
     return {};
   }
   return {leading_then(0, ranks[0], from(3, 1))};
@@ -324,8 +325,8 @@ std::string depth_decode_check(Dims const* in, int32_t nb_in, int32_t n_layer, i
   Dims const& cb = in[2];
   if (in[1].nbDims != 1) return want("weights", in[1], "[P] (pack_depth_weights)");
   if (hidden.d[1] >= 0 && cb.d[1] >= 0 && cb.d[2] >= 0) {
-    int64_t const p = depth_weight_count(embed_dim, n_layer, depth, cb.d[2], hidden.d[1],
-                                         cb.d[1] - 1);
+    int64_t const p =
+        depth_weight_count(embed_dim, n_layer, depth, cb.d[2], hidden.d[1], cb.d[1] - 1);
     if (differ(in[1].d[0], p)) {
       return want("weights", in[1], "[P = " + str(p) + "] for these fields, H and codebooks");
     }

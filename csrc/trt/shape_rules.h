@@ -2,15 +2,20 @@
 // IPluginV3OneBuild methods are thin wrappers over them, and the CPU harness calls them with
 // concrete shapes. Only TensorRT header types are used (Dims, DataType, TensorFormat).
 //
-// | op         | inputs                                                           | outputs                         |
-// |------------|------------------------------------------------------------------|---------------------------------|
-// | RVQLookup  | codes [..., D] int32/int64, codebooks [Dc, R, C] T               | z [..., C] T                    |
-// | RVQEncode  | features [..., C] T, codebooks [Dc, R, C] T                      | codes [..., D] int64, z_q [..., C] T |
-// | W4A16Gemm  | x [..., K] T, qweight [K, N/8] int32, qzeros [K/G, N/8] int32,   | y [..., N] T                    |
-// |            | scales [K/G, N] fp16, (bias [N] fp16)                            |                                 |
-// | DepthDecode| hidden [2n, H] T, weights [P] T, codebooks [Dc, R, C] T,         | codes [n, D] int64,             |
-// |            | cfg_scale, temperature [] f32, top_k [] int64, top_p [] f32,     | logits [D, 2n, V] f32 (V = R-1) |
-// |            | seed [] int64, forced_codes [n, D] int64                         |                                 |
+// | op          | inputs                                     | outputs                       |
+// |-------------|--------------------------------------------|-------------------------------|
+// | RVQLookup   | codes [..., D] int32/int64,                | z [..., C] T                  |
+// |             | codebooks [Dc, R, C] T                     |                               |
+// | RVQEncode   | features [..., C] T, codebooks [Dc, R, C] T| codes [..., D] int64,         |
+// |             |                                            | z_q [..., C] T                |
+// | W4A16Gemm   | x [..., K] T, qweight [K, N/8] int32,      | y [..., N] T                  |
+// |             | qzeros [K/G, N/8] int32, scales [K/G, N]   |                               |
+// |             | fp16, optional bias [N] fp16               |                               |
+// | DepthDecode | hidden [2n, H] T, weights [P] T,           | codes [n, D] int64,           |
+// |             | codebooks [Dc, R, C] T, cfg_scale [] f32,  | logits [D, 2n, V] f32,        |
+// |             | temperature [] f32, top_k [] int64,        | V = R - 1                     |
+// |             | top_p [] f32, seed [] int64,               |                               |
+// |             | forced_codes [n, D] int64                  |                               |
 // T: float32, float16 or bfloat16, one per op. Every tensor is linear (row-major).
 #pragma once
 
@@ -62,7 +67,7 @@ bool supports_format(IoSlots const& slots, int32_t pos, nvinfer1::DataType const
 
 //! Output types from input types. @return "" or why the input types are not accepted.
 std::string output_types_of(IoSlots const& slots, nvinfer1::DataType const* in, int32_t nb_in,
-                         nvinfer1::DataType* out, int32_t nb_out);
+                            nvinfer1::DataType* out, int32_t nb_out);
 
 //! Output extents from input ranks (empty result: @p why says which input has a bad rank).
 std::vector<ShapeRule> rvq_lookup_shapes(std::vector<int32_t> const& ranks, std::string& why);

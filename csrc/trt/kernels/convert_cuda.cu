@@ -1,6 +1,5 @@
-#include "kernels/convert_cuda.h"
-
 #include "common/cuda_check.h"
+#include "kernels/convert_cuda.h"
 
 namespace vilau {
 

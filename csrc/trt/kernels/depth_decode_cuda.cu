@@ -62,8 +62,7 @@ __device__ float block_sum(float v, float* shared) {
 
 //! y[m] = (x[m] - mean) / sqrt(var + eps) * w + b; one block per row.
 template <class TW>
-__global__ void layer_norm_kernel(float const* x, TW const* w, TW const* b, float* y,
-                                  int64_t e) {
+__global__ void layer_norm_kernel(float const* x, TW const* w, TW const* b, float* y, int64_t e) {
   __shared__ float shared[kRowThreads / kWarp];
   float const* xr = x + blockIdx.x * e;
   float* yr = y + blockIdx.x * e;
@@ -90,8 +89,7 @@ __global__ void add_row_kernel(float const* x, TW const* pos, float* h, int64_t 
 
 //! kc/vc [N, nh, D, hd] slot d = k/v [N, nh * hd].
 __global__ void cache_write_kernel(float const* k, float const* v, float* kc, float* vc,
-                                   int64_t rows, int64_t nh, int64_t depth, int64_t hd,
-                                   int64_t d) {
+                                   int64_t rows, int64_t nh, int64_t depth, int64_t hd, int64_t d) {
   int64_t const total = rows * nh * hd;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -114,15 +112,16 @@ __global__ void attention_kernel(float const* q, float const* kc, float const* v
   float const* qr = q + r * nh * hd + h * hd;
   float const* kb = kc + (r * nh + h) * depth * hd;
   float const* vb = vc + (r * nh + h) * depth * hd;
-  float best = -INFINITY;
   for (int64_t s = 0; s <= d; ++s) {
     float dot = 0.f;
     for (int64_t j = lane; j < hd; j += kWarp) dot += qr[j] * (kb[s * hd + j] * scale);
     dot = warp_sum(dot);
     if (lane == 0) scores[warp][s] = dot;
-    best = fmaxf(best, dot);
   }
   __syncwarp();
+  // every lane reads lane 0's scores: the butterfly sums may differ by an ulp across lanes
+  float best = -INFINITY;
+  for (int64_t s = 0; s <= d; ++s) best = fmaxf(best, scores[warp][s]);
   float total = 0.f;
   for (int64_t s = 0; s <= d; ++s) total += expf(scores[warp][s] - best);
   float* yr = y + r * nh * hd + h * hd;
@@ -206,8 +205,8 @@ template <class TX, class TW>
 void linear(TX const* x, TW const* w, TW const* b, float* y, int64_t m, int64_t k, int64_t n,
             bool accumulate, cudaStream_t stream) {
   unsigned const blocks = static_cast<unsigned>((n + kLinearWarps - 1) / kLinearWarps);
-  linear_kernel<TX, TW><<<blocks, kLinearWarps * kWarp, 0, stream>>>(x, w, b, y, m, k, n,
-                                                                      accumulate);
+  linear_kernel<TX, TW>
+      <<<blocks, kLinearWarps * kWarp, 0, stream>>>(x, w, b, y, m, k, n, accumulate);
   cuda_check_launch("depth_decode_cuda: linear");
 }
 
@@ -254,7 +253,7 @@ void run(T const* hidden, T const* weights, T const* codebooks, int64_t const* s
       cuda_check_launch("depth_decode_cuda: ln2");
       linear(ws.a, bw + bo.fc1_w, bw + bo.fc1_b, ws.m, rows, e, 4 * e, false, stream);
       gelu_kernel<<<grid_for(rows * 4 * e, kRowThreads), kRowThreads, 0, stream>>>(ws.m,
-                                                                                  rows * 4 * e);
+                                                                                   rows * 4 * e);
       cuda_check_launch("depth_decode_cuda: gelu");
       linear(ws.m, bw + bo.fc2_w, bw + bo.fc2_b, ws.h, rows, 4 * e, e, true, stream);
     }
@@ -263,8 +262,8 @@ void run(T const* hidden, T const* weights, T const* codebooks, int64_t const* s
     cuda_check_launch("depth_decode_cuda: classifier ln");
     float* logits_d = logits + d * rows * vocab;
     linear(ws.a, w + o.cls_w, w + o.cls_b, logits_d, rows, e, vocab, false, stream);
-    sample_codes_cuda(logits_d, ws.sampled, ws.sample, n, vocab, true, sp.cfg_scale,
-                      sp.temperature, sp.top_k, sp.top_p, ws.rng, d, DType::kFloat32, stream);
+    sample_codes_cuda(logits_d, ws.sampled, ws.sample, n, vocab, true, sp.cfg_scale, sp.temperature,
+                      sp.top_k, sp.top_p, ws.rng, d, DType::kFloat32, stream);
     T const* codebook = codebooks + (s.n_codebooks == 1 ? 0 : d) * book;
     pick_kernel<<<static_cast<unsigned>(n), kRowThreads, 0, stream>>>(
         ws.sampled, forced, codes, codebook, ws.running, s.depth, d, s.codebook_rows, c);
@@ -283,8 +282,8 @@ void check_sizes(DepthDecodeSizes const& s) {
   auto bad = [](std::string const& m) { throw std::invalid_argument("depth_decode_cuda: " + m); };
   if (s.n < 0) bad("n = " + std::to_string(s.n) + " must be >= 0");
   if (s.embed_dim < 1 || s.n_head < 1 || s.embed_dim % s.n_head) {
-    bad("n_head = " + std::to_string(s.n_head) + " must divide embed_dim = " +
-        std::to_string(s.embed_dim));
+    bad("n_head = " + std::to_string(s.n_head) +
+        " must divide embed_dim = " + std::to_string(s.embed_dim));
   }
   if (s.depth < 1 || s.depth > kDepthDecodeMaxDepth) {
     bad("depth = " + std::to_string(s.depth) + " must be in [1, " +

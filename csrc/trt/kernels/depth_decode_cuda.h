@@ -95,7 +95,7 @@ inline DepthWeightOffsets depth_weight_offsets(DepthDecodeSizes const& s) {
 struct DepthSampling {
   float cfg_scale = 1.0f;
   float temperature = 1.0f;
-  int64_t top_k = 0;  //!< <= 0 or >= V: off; 1: argmax, no random draw
+  int64_t top_k = 0;   //!< <= 0 or >= V: off; 1: argmax, no random draw
   float top_p = 1.0f;  //!< >= 1: off
 };
 

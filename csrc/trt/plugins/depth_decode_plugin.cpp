@@ -76,8 +76,8 @@ int32_t DepthDecodePlugin::enqueue(nvinfer1::PluginTensorDesc const* input_desc,
     int64_t top_k = 0;
     cuda_check(cudaMemcpyAsync(&scale, inputs[3], sizeof scale, cudaMemcpyDeviceToHost, stream),
                "DepthDecode: reading cfg_scale");
-    cuda_check(cudaMemcpyAsync(&temperature, inputs[4], sizeof temperature,
-                               cudaMemcpyDeviceToHost, stream),
+    cuda_check(cudaMemcpyAsync(&temperature, inputs[4], sizeof temperature, cudaMemcpyDeviceToHost,
+                               stream),
                "DepthDecode: reading temperature");
     cuda_check(cudaMemcpyAsync(&top_k, inputs[5], sizeof top_k, cudaMemcpyDeviceToHost, stream),
                "DepthDecode: reading top_k");
@@ -101,7 +101,8 @@ nvinfer1::IPluginV3* make_depth_decode(std::vector<int32_t> values) {
       values[2] % values[1] || values[3] > kDepthDecodeMaxDepth) {
     log_error(DepthDecodePlugin::kName,
               "fields n_layer, n_head, embed_dim, depth must be >= 1, n_head must divide "
-              "embed_dim and depth <= " + std::to_string(kDepthDecodeMaxDepth));
+              "embed_dim and depth <= " +
+                  std::to_string(kDepthDecodeMaxDepth));
     return nullptr;
   }
   return new DepthDecodePlugin(std::move(values));

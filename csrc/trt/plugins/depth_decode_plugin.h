@@ -30,7 +30,9 @@ class DepthDecodePlugin final : public PluginBase {
  public:
   static constexpr char const* kName = "DepthDecode";
   //! Creator fields (ONNX INT attributes), in order.
-  static std::vector<char const*> field_names() { return {"n_layer", "n_head", "embed_dim", "depth"}; }
+  static std::vector<char const*> field_names() {
+    return {"n_layer", "n_head", "embed_dim", "depth"};
+  }
   //! @param values {n_layer, n_head, embed_dim, depth}
   explicit DepthDecodePlugin(std::vector<int32_t> values)
       : PluginBase(kName, field_names(), std::move(values)) {}

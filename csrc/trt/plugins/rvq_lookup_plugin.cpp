@@ -50,8 +50,7 @@ int32_t RvqLookupPlugin::enqueue(nvinfer1::PluginTensorDesc const* input_desc,
     auto const* codes64 = static_cast<int64_t const*>(inputs[0]);
     if (input_desc[0].type == nvinfer1::DataType::kINT32) {
       auto* converted = static_cast<int64_t*>(workspace);
-      int32_to_int64_cuda(static_cast<int32_t const*>(inputs[0]), converted, rows * depth,
-                          stream);
+      int32_to_int64_cuda(static_cast<int32_t const*>(inputs[0]), converted, rows * depth, stream);
       codes64 = converted;
     }
     rvq_lookup_cuda(codes64, inputs[1], outputs[0], rows, depth, cb.d[0], cb.d[1], cb.d[2],

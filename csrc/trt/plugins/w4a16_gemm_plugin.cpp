@@ -39,8 +39,8 @@ std::string W4A16GemmPlugin::check_shapes(nvinfer1::Dims const* in, int32_t nb_i
 }
 
 int32_t W4A16GemmPlugin::enqueue(nvinfer1::PluginTensorDesc const* input_desc,
-                                 nvinfer1::PluginTensorDesc const*, void const* const* inputs, void* const* outputs, void*,
-                                 cudaStream_t stream) noexcept {
+                                 nvinfer1::PluginTensorDesc const*, void const* const* inputs,
+                                 void* const* outputs, void*, cudaStream_t stream) noexcept {
   try {
     // TensorRT does not pass the input count to enqueue: onShapeChange recorded it.
     bool const has_bias = mHasBias;

@@ -24,7 +24,8 @@ class W4A16GemmPlugin final : public PluginBase {
                           nvinfer1::DynamicPluginTensorDesc const* out,
                           int32_t nb_outputs) noexcept override;
   int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nb_inputs,
-                        nvinfer1::PluginTensorDesc const* out, int32_t nb_outputs) noexcept override;
+                        nvinfer1::PluginTensorDesc const* out,
+                        int32_t nb_outputs) noexcept override;
   int32_t enqueue(nvinfer1::PluginTensorDesc const* input_desc,
                   nvinfer1::PluginTensorDesc const* output_desc, void const* const* inputs,
                   void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;

@@ -48,8 +48,8 @@ void depth_decode_reference(float const* hidden, float const* weights, float con
   float const* w = weights;
   // cache[l][row][head][depth][hd]
   std::vector<Vec> kc(s.n_layer, Vec(rows * e * depth)), vc(s.n_layer, Vec(rows * e * depth));
-  Vec x(rows * e), h(rows * e), a(rows * e), q(rows * e), k(rows * e), val(rows * e),
-      y(rows * e), t(rows * e), m(rows * 4 * e), m2(rows * e), running(n * c, 0.f);
+  Vec x(rows * e), h(rows * e), a(rows * e), q(rows * e), k(rows * e), val(rows * e), y(rows * e),
+      t(rows * e), m(rows * 4 * e), m2(rows * e), running(n * c, 0.f);
   std::vector<int64_t> sampled(n);
   int64_t const rng[2] = {seed, 0};
   linear(hidden, w + o.in2_w, w + o.in2_b, x.data(), rows, s.llm_dim, e);
@@ -73,7 +73,8 @@ void depth_decode_reference(float const* hidden, float const* weights, float con
           float best = -std::numeric_limits<float>::infinity();
           for (int64_t p = 0; p <= d; ++p) {
             float dot = 0.f;
-            for (int64_t j = 0; j < hd; ++j) dot += q[r * e + hh * hd + j] * (kb[p * hd + j] * scale);
+            for (int64_t j = 0; j < hd; ++j)
+              dot += q[r * e + hh * hd + j] * (kb[p * hd + j] * scale);
             score[p] = dot;
             best = std::fmax(best, dot);
           }
@@ -97,8 +98,8 @@ void depth_decode_reference(float const* hidden, float const* weights, float con
     layer_norm(h.data(), w + o.cls_ln_w, w + o.cls_ln_b, a.data(), rows, e);
     float* logits_d = logits + d * rows * v;
     linear(a.data(), w + o.cls_w, w + o.cls_b, logits_d, rows, e, v);
-    sample_codes_cpu(logits_d, sampled.data(), n, v, true, sp.cfg_scale, sp.temperature,
-                     sp.top_k, sp.top_p, rng, d, DType::kFloat32, 1);
+    sample_codes_cpu(logits_d, sampled.data(), n, v, true, sp.cfg_scale, sp.temperature, sp.top_k,
+                     sp.top_p, rng, d, DType::kFloat32, 1);
     float const* book = codebooks + (s.n_codebooks == 1 ? 0 : d) * s.codebook_rows * c;
     for (int64_t r = 0; r < n; ++r) {
       int64_t const f = forced[r * depth + d];

@@ -121,7 +121,8 @@ bool run(Creators const& creators, char const* name, std::vector<char const*> co
     in_ptr.push_back(in_buf.back()->ptr);
   }
   for (int32_t i = 0; i < nb_out; ++i) {
-    size_t const bytes = static_cast<size_t>(count(out_specs[i].dims)) * element_size(out_specs[i].type);
+    size_t const bytes =
+        static_cast<size_t>(count(out_specs[i].dims)) * element_size(out_specs[i].type);
     out_buf.push_back(std::make_unique<DeviceBuffer>(bytes));
     out_ptr.push_back(out_buf.back()->ptr);
   }
@@ -132,9 +133,9 @@ bool run(Creators const& creators, char const* name, std::vector<char const*> co
                                               out_ptr.data(), workspace.ptr, stream);
   cudaError_t const err = cudaStreamSynchronize(stream);
   cudaStreamDestroy(stream);
-  if (!r.expect(status == 0 && err == cudaSuccess,
-                tag + ": enqueue returns 0 and the stream finishes (" + cudaGetErrorString(err) +
-                    ")")) {
+  if (!r.expect(
+          status == 0 && err == cudaSuccess,
+          tag + ": enqueue returns 0 and the stream finishes (" + cudaGetErrorString(err) + ")")) {
     return false;
   }
   outputs.clear();
@@ -160,8 +161,8 @@ void check_rvq(Creators const& creators, std::mt19937& g, Report& r) {
   std::uniform_int_distribution<int64_t> pick(0, n_embed - 1);
   for (int64_t& code : codes) code = pick(g);
   std::vector<float> want(n * c);
-  rvq_lookup_cpu(codes.data(), books.data(), want.data(), n, depth, depth, rows, c,
-                 DType::kFloat32, 1);
+  rvq_lookup_cpu(codes.data(), books.data(), want.data(), n, depth, depth, rows, c, DType::kFloat32,
+                 1);
   TensorSpec const books_spec{make_dims({depth, rows, c}), DataType::kFLOAT};
   std::vector<Bytes> out;
   if (run(creators, "RVQLookup", {}, {}, {{make_dims({n, depth}), DataType::kINT64}, books_spec},
@@ -180,8 +181,8 @@ void check_rvq(Creators const& creators, std::mt19937& g, Report& r) {
   std::vector<float> features = uniform(g, m * c, -1.f, 1.f);
   std::vector<int64_t> want_codes(m * depth);
   std::vector<float> want_zq(m * c);
-  rvq_encode_cpu(features.data(), books.data(), want_codes.data(), want_zq.data(), m, depth,
-                 depth, rows, c, n_embed, DType::kFloat32, 1);
+  rvq_encode_cpu(features.data(), books.data(), want_codes.data(), want_zq.data(), m, depth, depth,
+                 rows, c, n_embed, DType::kFloat32, 1);
   if (run(creators, "RVQEncode", {"n_embed", "depth"},
           {static_cast<int32_t>(n_embed), static_cast<int32_t>(depth)},
           {{make_dims({2, m / 2, c}), DataType::kFLOAT}, books_spec},
@@ -263,23 +264,28 @@ void check_depth(Creators const& creators, std::mt19937& g, Report& r) {
                            want_codes.data(), want_logits.data(), s, mode.sampling);
     std::vector<Bytes> out;
     TensorSpec const f32{make_dims({}), DataType::kFLOAT}, i64{make_dims({}), DataType::kINT64};
-    bool const ok = run(
-        creators, "DepthDecode", {"n_layer", "n_head", "embed_dim", "depth"},
-        {static_cast<int32_t>(s.n_layer), static_cast<int32_t>(s.n_head),
-         static_cast<int32_t>(s.embed_dim), static_cast<int32_t>(s.depth)},
-        {{make_dims({rows, s.llm_dim}), DataType::kFLOAT},
-         {make_dims({o.total}), DataType::kFLOAT},
-         {make_dims({s.n_codebooks, s.codebook_rows, s.code_dim}), DataType::kFLOAT}, f32, f32,
-         i64, f32, i64, {make_dims({s.n, s.depth}), DataType::kINT64}},
-        {bytes_of(hidden), bytes_of(weights), bytes_of(books),
-         bytes_of(std::vector<float>{mode.sampling.cfg_scale}),
-         bytes_of(std::vector<float>{mode.sampling.temperature}),
-         bytes_of(std::vector<int64_t>{mode.sampling.top_k}),
-         bytes_of(std::vector<float>{mode.sampling.top_p}),
-         bytes_of(std::vector<int64_t>{mode.seed}), bytes_of(forced)},
-        {{make_dims({s.n, s.depth}), DataType::kINT64},
-         {make_dims({s.depth, rows, v}), DataType::kFLOAT}},
-        out, r);
+    bool const ok =
+        run(creators, "DepthDecode", {"n_layer", "n_head", "embed_dim", "depth"},
+            {static_cast<int32_t>(s.n_layer), static_cast<int32_t>(s.n_head),
+             static_cast<int32_t>(s.embed_dim), static_cast<int32_t>(s.depth)},
+            {{make_dims({rows, s.llm_dim}), DataType::kFLOAT},
+             {make_dims({o.total}), DataType::kFLOAT},
+             {make_dims({s.n_codebooks, s.codebook_rows, s.code_dim}), DataType::kFLOAT},
+             f32,
+             f32,
+             i64,
+             f32,
+             i64,
+             {make_dims({s.n, s.depth}), DataType::kINT64}},
+            {bytes_of(hidden), bytes_of(weights), bytes_of(books),
+             bytes_of(std::vector<float>{mode.sampling.cfg_scale}),
+             bytes_of(std::vector<float>{mode.sampling.temperature}),
+             bytes_of(std::vector<int64_t>{mode.sampling.top_k}),
+             bytes_of(std::vector<float>{mode.sampling.top_p}),
+             bytes_of(std::vector<int64_t>{mode.seed}), bytes_of(forced)},
+            {{make_dims({s.n, s.depth}), DataType::kINT64},
+             {make_dims({s.depth, rows, v}), DataType::kFLOAT}},
+            out, r);
     if (!ok) continue;
     std::vector<int64_t> const codes = values_of<int64_t>(out[0]);
     std::string got_s, want_s;
@@ -288,8 +294,8 @@ void check_depth(Creators const& creators, std::mt19937& g, Report& r) {
       want_s += std::to_string(want_codes[i]) + " ";
     }
     r.expect(codes == want_codes, std::string("DepthDecode ") + mode.name +
-                                      " codes equal the CPU reference: got " + got_s +
-                                      "want " + want_s);
+                                      " codes equal the CPU reference: got " + got_s + "want " +
+                                      want_s);
     float const diff = max_abs_diff(values_of<float>(out[1]), want_logits);
     r.expect(diff < 1e-3f, std::string("DepthDecode ") + mode.name +
                                " logits match the CPU reference (max abs diff " +

@@ -5,6 +5,8 @@
 //   harness <path/to/libvilau_trt_plugins.so> [--gpu]
 // --gpu additionally enqueues every plugin on small random inputs and compares with the CPU
 // references (gpu_checks.cpp). Exit status 0 when every check passed.
+#include "tests/harness.h"
+
 #include <dlfcn.h>
 
 #include <cstdio>
@@ -15,7 +17,6 @@
 
 #include "shape_rules.h"
 #include "tests/fake_expr_builder.h"
-#include "tests/harness.h"
 
 namespace vilau::trt::test {
 
@@ -130,6 +131,7 @@ std::vector<Case> cases(DataType t) {
   constexpr DataType kI64 = DataType::kINT64, kI32 = DataType::kINT32, kF32 = DataType::kFLOAT;
   int64_t const p = depth_weights_for(32, 2, 4, 8, 16, 50);
   TensorSpec const scalar_f{make_dims({}), kF32}, scalar_i{make_dims({}), kI64};
+  // clang-format off: one case per row group reads best as a table
   return {
       {"RVQLookup", {}, {},
        {{make_dims({2, 3, 4}), kI64}, {make_dims({4, 17, 8}), t}},
@@ -152,7 +154,8 @@ std::vector<Case> cases(DataType t) {
        {{make_dims({4, 16}), t}, {make_dims({p}), t}, {make_dims({4, 51, 8}), t}, scalar_f,
         scalar_f, scalar_i, scalar_f, scalar_i, {make_dims({2, 4}), kI64}},
        {{make_dims({2, 4}), kI64}, {make_dims({4, 4, 50}), kF32}}},
-  };  // clang-format: the cases read best as a table
+  };
+  // clang-format on
 }
 
 nvinfer1::DynamicPluginTensorDesc dynamic_desc(TensorSpec const& t) {
@@ -170,10 +173,11 @@ void check_creators(Creators const& creators, Report& r) {
     char const* name;
     std::vector<char const*> fields;
   };
-  std::vector<Expected> const expected = {{"RVQLookup", {}},
-                                          {"RVQEncode", {"n_embed", "depth"}},
-                                          {"DepthDecode", {"n_layer", "n_head", "embed_dim", "depth"}},
-                                          {"W4A16Gemm", {"group_size"}}};
+  std::vector<Expected> const expected = {
+      {"RVQLookup", {}},
+      {"RVQEncode", {"n_embed", "depth"}},
+      {"DepthDecode", {"n_layer", "n_head", "embed_dim", "depth"}},
+      {"W4A16Gemm", {"group_size"}}};
   r.expect(creators.size() == expected.size(),
            "getCreators returns " + std::to_string(creators.size()) + " V3One creators, want 4");
   for (Expected const& e : expected) {
@@ -210,9 +214,9 @@ void check_bad_fields(Creators const& creators, Report& r) {
   nvinfer1::PluginFieldCollection fc{};
   fc.nbFields = 1;
   fc.fields = &wrong;
-  r.expect(creators.at("W4A16Gemm")->createPlugin("n", &fc, nvinfer1::TensorRTPhase::kBUILD) ==
-               nullptr,
-           "W4A16Gemm with a kFLOAT32 group_size is refused");
+  r.expect(
+      creators.at("W4A16Gemm")->createPlugin("n", &fc, nvinfer1::TensorRTPhase::kBUILD) == nullptr,
+      "W4A16Gemm with a kFLOAT32 group_size is refused");
   gLogger.take_error();
   r.expect(create_plugin(creators.at("DepthDecode"), {"n_layer", "n_head", "embed_dim", "depth"},
                          {2, 3, 32, 4}) == nullptr,
@@ -292,8 +296,8 @@ void check_case(Creators const& creators, Case const& c, DataType t, Report& r) 
              tag + ": supportsFormatCombination pos " + std::to_string(pos));
   }
   auto wrong = io;
-  wrong[nb_in].desc.type = wrong[nb_in].desc.type == DataType::kINT8 ? DataType::kBOOL
-                                                                     : DataType::kINT8;
+  wrong[nb_in].desc.type =
+      wrong[nb_in].desc.type == DataType::kINT8 ? DataType::kBOOL : DataType::kINT8;
   r.expect(!cap.build->supportsFormatCombination(nb_in, wrong.data(), nb_in, nb_out),
            tag + ": a kINT8 output is not supported");
   wrong = io;
@@ -308,8 +312,8 @@ void check_case(Creators const& creators, Case const& c, DataType t, Report& r) 
   std::vector<char const*> names;
   std::vector<int32_t> const values = serialized_fields(cap.runtime, names);
   r.expect(values == c.fields, tag + ": getFieldsToSerialize holds the creation fields");
-  std::unique_ptr<nvinfer1::IPluginV3> again(create_plugin(
-      creators.at(c.plugin), names, values, nvinfer1::TensorRTPhase::kRUNTIME));
+  std::unique_ptr<nvinfer1::IPluginV3> again(
+      create_plugin(creators.at(c.plugin), names, values, nvinfer1::TensorRTPhase::kRUNTIME));
   if (r.expect(again != nullptr, tag + ": createPlugin from serialised fields")) {
     std::vector<char const*> names2;
     r.expect(serialized_fields(capabilities(again.get()).runtime, names2) == c.fields,
@@ -347,8 +351,8 @@ void check_bad_shapes(Creators const& creators, Report& r) {
     for (TensorSpec const& s : c.outputs) io.push_back(dynamic_desc(s));
     int32_t const nb_in = static_cast<int32_t>(c.inputs.size());
     int32_t const nb_out = static_cast<int32_t>(c.outputs.size());
-    r.expect(capabilities(plugin.get()).build->configurePlugin(io.data(), nb_in,
-                                                               io.data() + nb_in, nb_out) != 0,
+    r.expect(capabilities(plugin.get())
+                     .build->configurePlugin(io.data(), nb_in, io.data() + nb_in, nb_out) != 0,
              std::string(c.plugin) + ": configurePlugin refuses a bad " + culprit);
     r.expect(gLogger.take_error().find(culprit) != std::string::npos,
              std::string(c.plugin) + ": the refusal names " + culprit);
