@@ -255,37 +255,52 @@ void check_depth(Creators const& creators, std::mt19937& g, Report& r) {
     char const* name;
     DepthSampling sampling;
     int64_t seed;
+    DataType type;  //!< of hidden, weights and codebooks
   };
-  for (Mode const& mode : {Mode{"greedy", {3.f, 1.f, 1, 1.f}, 7},
-                           Mode{"top-k 10 / top-p 0.9", {3.f, 1.f, 10, 0.9f}, 123}}) {
+  for (Mode const& mode :
+       {Mode{"float32 greedy", {3.f, 1.f, 1, 1.f}, 7, DataType::kFLOAT},
+        Mode{"float32 top-k 10 / top-p 0.9", {3.f, 1.f, 10, 0.9f}, 123, DataType::kFLOAT},
+        Mode{"float16 greedy", {3.f, 1.f, 1, 1.f}, 7, DataType::kHALF}}) {
+    bool const half = mode.type == DataType::kHALF;
+    // float16 inputs: the reference runs in float32 on the same (rounded) values, as the
+    // kernels do after loading them
+    auto rounded = [half](std::vector<float> v) {
+      if (half) {
+        for (float& x : v) x = to_float(from_float<Half>(x));
+      }
+      return v;
+    };
+    auto as_bytes = [half](std::vector<float> const& v) {
+      return half ? bytes_of(to_half(v)) : bytes_of(v);
+    };
+    std::vector<float> const h = rounded(hidden), w = rounded(weights), b = rounded(books);
     std::vector<int64_t> want_codes(s.n * s.depth);
     std::vector<float> want_logits(s.depth * rows * v);
-    depth_decode_reference(hidden.data(), weights.data(), books.data(), mode.seed, forced.data(),
+    depth_decode_reference(h.data(), w.data(), b.data(), mode.seed, forced.data(),
                            want_codes.data(), want_logits.data(), s, mode.sampling);
     std::vector<Bytes> out;
     TensorSpec const f32{make_dims({}), DataType::kFLOAT}, i64{make_dims({}), DataType::kINT64};
-    bool const ok =
-        run(creators, "DepthDecode", {"n_layer", "n_head", "embed_dim", "depth"},
-            {static_cast<int32_t>(s.n_layer), static_cast<int32_t>(s.n_head),
-             static_cast<int32_t>(s.embed_dim), static_cast<int32_t>(s.depth)},
-            {{make_dims({rows, s.llm_dim}), DataType::kFLOAT},
-             {make_dims({o.total}), DataType::kFLOAT},
-             {make_dims({s.n_codebooks, s.codebook_rows, s.code_dim}), DataType::kFLOAT},
-             f32,
-             f32,
-             i64,
-             f32,
-             i64,
-             {make_dims({s.n, s.depth}), DataType::kINT64}},
-            {bytes_of(hidden), bytes_of(weights), bytes_of(books),
-             bytes_of(std::vector<float>{mode.sampling.cfg_scale}),
-             bytes_of(std::vector<float>{mode.sampling.temperature}),
-             bytes_of(std::vector<int64_t>{mode.sampling.top_k}),
-             bytes_of(std::vector<float>{mode.sampling.top_p}),
-             bytes_of(std::vector<int64_t>{mode.seed}), bytes_of(forced)},
-            {{make_dims({s.n, s.depth}), DataType::kINT64},
-             {make_dims({s.depth, rows, v}), DataType::kFLOAT}},
-            out, r);
+    bool const ok = run(creators, "DepthDecode", {"n_layer", "n_head", "embed_dim", "depth"},
+                        {static_cast<int32_t>(s.n_layer), static_cast<int32_t>(s.n_head),
+                         static_cast<int32_t>(s.embed_dim), static_cast<int32_t>(s.depth)},
+                        {{make_dims({rows, s.llm_dim}), mode.type},
+                         {make_dims({o.total}), mode.type},
+                         {make_dims({s.n_codebooks, s.codebook_rows, s.code_dim}), mode.type},
+                         f32,
+                         f32,
+                         i64,
+                         f32,
+                         i64,
+                         {make_dims({s.n, s.depth}), DataType::kINT64}},
+                        {as_bytes(h), as_bytes(w), as_bytes(b),
+                         bytes_of(std::vector<float>{mode.sampling.cfg_scale}),
+                         bytes_of(std::vector<float>{mode.sampling.temperature}),
+                         bytes_of(std::vector<int64_t>{mode.sampling.top_k}),
+                         bytes_of(std::vector<float>{mode.sampling.top_p}),
+                         bytes_of(std::vector<int64_t>{mode.seed}), bytes_of(forced)},
+                        {{make_dims({s.n, s.depth}), DataType::kINT64},
+                         {make_dims({s.depth, rows, v}), DataType::kFLOAT}},
+                        out, r);
     if (!ok) continue;
     std::vector<int64_t> const codes = values_of<int64_t>(out[0]);
     std::string got_s, want_s;
