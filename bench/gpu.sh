@@ -30,4 +30,17 @@ status="${PIPESTATUS[0]}"
 # W4A16 kernel table at LLaMA-2-7B layer shapes (short; after the main table so a slow run of
 # it cannot cost the headline numbers).
 timeout 90 python bench/w4a16.py --device cuda --json "$OUT/w4a16.json" 2>&1 | tee "$OUT/w4a16.log" || true
+# TensorRT plugins (csrc/trt): harness --gpu enqueues each plugin against the CPU references.
+# Only TensorRT's headers are needed (VILAU_TRT_INCLUDE; a failure never stops this script).
+trt_inc="${VILAU_TRT_INCLUDE:-$PWD/../shared/third_party/tensorrt-11.1/include}"
+if [ -f "$trt_inc/NvInferRuntime.h" ]; then
+  { cmake -S csrc/trt -B build/trt-gpu -DTensorRT_INCLUDE_DIR="$trt_inc" \
+      -DCMAKE_CUDA_ARCHITECTURES="${VILAU_RT_CUDA_ARCHS:-90}" -DVILAU_TRT_BUILD_HARNESS=ON &&
+    cmake --build build/trt-gpu -j"$(nproc)" &&
+    timeout 300 build/trt-gpu/harness build/trt-gpu/libvilau_trt_plugins.so --gpu; } 2>&1 |
+    tee "$OUT/trt_harness.log" || true
+else
+  echo "no TensorRT headers at $trt_inc (set VILAU_TRT_INCLUDE): plugin harness skipped" |
+    tee "$OUT/trt_harness.log"
+fi
 exit "$status"
