@@ -258,3 +258,27 @@ def test_index_naming_a_file_outside_the_folder_is_refused(ckpt, siglip, tmp_pat
     (ckpt / "llm" / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"names shard '\.\./\.\./x\.safetensors'"):
         load_vilau(ckpt, siglip_config=siglip)
+
+
+@pytest.mark.parametrize(
+    ("file", "path", "value", "message"),
+    [
+        ("llm/config.json", ["num_attention_heads"], 0, r"num_attention_heads must be >= 1, got 0"),
+        ("llm/config.json", ["hidden_size"], "96", r"hidden_size must be an integer, got '96'"),
+        ("llm/config.json", ["rms_norm_eps"], "x", r"rms_norm_eps must be a number"),
+        ("vision_tower/config.json", ["rqvaesiglip", "n_embed"], "abc", r"n_embed must be an int"),
+        ("vision_tower/config.json", ["rqtransformer", "head"], 3, r"head must be a JSON object"),
+        ("vision_tower/config.json", ["rqvaesiglip", "code_shape"], "4x4", r"code_shape 4x4"),
+        ("mm_projector/config.json", ["mm_projector_type"], 2, r"projector_type must be a string"),
+    ],
+)
+def test_wrong_typed_config_values_are_named(ckpt, siglip, file, path, value, message):
+    p = ckpt / file
+    cfg = json.loads(p.read_text())
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    p.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=message):
+        load_vilau(ckpt, siglip_config=siglip)

@@ -94,6 +94,8 @@ def read_json(path: Path) -> dict:
 
 
 def _get(d: dict, key: str, where: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a JSON object, found {d!r}")
     if key not in d:
         raise CheckpointError(f"{where} lacks the field {key!r}")
     return d[key]
@@ -120,7 +122,19 @@ def resolve_siglip_config(name: str, siglip_config=None) -> dict:
 
 def read_config(path: str | Path, siglip_config=None) -> VilaUConfig:
     """Parse the configuration of the official checkpoint folder ``path``."""
-    root = Path(path)
+    try:
+        return _read_config(Path(path), siglip_config)
+    except (CheckpointError, CheckpointNotFoundError, ConfigError):
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as e:
+        # a value of the wrong type or shape that no named check caught
+        raise ConfigError(
+            f"{path}: a config value has the wrong type or shape ({type(e).__name__}: {e}); "
+            "compare the config.json files with the official layout"
+        ) from e
+
+
+def _read_config(root: Path, siglip_config) -> VilaUConfig:
     if not root.exists():
         raise CheckpointNotFoundError(f"checkpoint path {root} does not exist")
     if not root.is_dir():
@@ -150,8 +164,8 @@ def read_config(path: str | Path, siglip_config=None) -> VilaUConfig:
             "only one code per latent position is supported (as in the released models)"
         )
     rvq = RVQConfig(
-        n_embed=int(_get(rq, "n_embed", where_rq)),
-        embed_dim=int(_get(rq, "embed_dim", where_rq)),
+        n_embed=_get(rq, "n_embed", where_rq),
+        embed_dim=_get(rq, "embed_dim", where_rq),
         depth=int(code_shape[2]),
         shared_codebook=bool(rq.get("shared_codebook", False)),
         grid=(int(code_shape[0]), int(code_shape[1])),
@@ -162,13 +176,13 @@ def read_config(path: str | Path, siglip_config=None) -> VilaUConfig:
     )
     head = _get(rt, "head", where_rt)
     depth = DepthTransformerConfig(
-        embed_dim=int(_get(rt, "embed_dim", where_rt)),
-        n_layer=int(head["n_layer"]),
-        n_head=int(head["block"]["n_head"]),
-        vocab_size=int(_get(rt, "vocab_size", where_rt)),
+        embed_dim=_get(rt, "embed_dim", where_rt),
+        n_layer=_get(head, "n_layer", where_rt + ".head"),
+        n_head=_get(_get(head, "block", where_rt + ".head"), "n_head", where_rt + ".head.block"),
+        vocab_size=_get(rt, "vocab_size", where_rt),
         depth=int(_get(rt, "block_size", where_rt)[2]),
-        code_dim=int(_get(rt, "input_embed_dim_1", where_rt)),
-        llm_dim=int(_get(rt, "input_embed_dim_2", where_rt)),
+        code_dim=_get(rt, "input_embed_dim_1", where_rt),
+        llm_dim=_get(rt, "input_embed_dim_2", where_rt),
     )
     mp = read_json(root / "mm_projector" / "config.json")
     projector = ProjectorConfig(

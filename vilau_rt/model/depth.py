@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fields import check_fields
+
 
 @dataclass
 class DepthTransformerConfig:
@@ -36,6 +38,7 @@ class DepthTransformerConfig:
     llm_dim: int  # H_llm, input_embed_dim_2
 
     def __post_init__(self):
+        check_fields(self, "vision_tower/config.json rqtransformer")
         if self.embed_dim % self.n_head:
             raise ValueError(
                 f"depth embed_dim {self.embed_dim} not divisible by n_head {self.n_head}"

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .fields import check_fields
 
 
 @dataclass
@@ -50,6 +51,7 @@ class LlamaConfig:
     )  # the rest of the HF config, kept verbatim
 
     def __post_init__(self):
+        check_fields(self, "llm/config.json")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"LLaMA hidden_size {self.hidden_size} is not divisible by "

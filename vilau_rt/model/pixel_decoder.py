@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .fields import check_fields
 
 
 @dataclass
@@ -50,6 +51,7 @@ class PixelDecoderConfig:
     decoder_latent_shape: tuple | None = None  # (h', w') to resize z to, or None
 
     def __post_init__(self):
+        check_fields(self, "vision_tower/config.json rqvaesiglip.ddconfig")
         self.ch_mult = tuple(self.ch_mult)
         self.attn_resolutions = tuple(self.attn_resolutions)
         if self.decoder_latent_shape is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import ConfigError
+from .fields import check_fields
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ProjectorConfig:
     out_features: int
 
     def __post_init__(self):
+        check_fields(self, "mm_projector/config.json")
         t = self.projector_type
         if t not in ("identity", "linear") and not re.fullmatch(r"mlp(\d+)x_gelu", t):
             raise ConfigError(

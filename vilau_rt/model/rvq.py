@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fields import check_fields
+
 
 @dataclass
 class RVQConfig:
@@ -28,6 +30,9 @@ class RVQConfig:
     depth: int  # D
     shared_codebook: bool = False
     grid: tuple[int, int] = (16, 16)  # (h, w) code positions per image
+
+    def __post_init__(self):
+        check_fields(self, "vision_tower/config.json rqvaesiglip")
 
     @property
     def num_codebooks(self) -> int:

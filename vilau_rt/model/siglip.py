@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ConfigError, ImageError
+from .fields import check_fields
 
 # transformers' SiglipVisionConfig.__init__ defaults (identical in 4.36.2, the version VILA-U
 # pins, and 4.57.6). Hub config files omit fields equal to the default, so they must be filled.
@@ -65,6 +66,7 @@ class SiglipVisionConfig:
     hidden_act: str = "gelu_pytorch_tanh"
 
     def __post_init__(self):
+        check_fields(self, "the SigLIP vision config")
         for name in (
             "hidden_size",
             "intermediate_size",
