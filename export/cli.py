@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--siglip-config", type=Path, help="SigLIP config folder or config.json")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     p.set_defaults(func=run_export)
     return p
 
@@ -29,10 +31,15 @@ def run_export(args: argparse.Namespace) -> None:
     from .onnx.export import export_bundle
 
     def progress(graph: str, done: int, total: int) -> None:
-        print(f"[{done}/{total}] {graph}.onnx", file=sys.stderr)
+        if not args.json:
+            print(f"[{done}/{total}] {graph}.onnx", file=sys.stderr)
 
     out = export_bundle(
         args.checkpoint, args.out, precision=args.precision, quant=args.quant,
         siglip_config=args.siglip_config, progress=progress, overwrite=args.overwrite,
     )  # fmt: skip
-    print(out)
+    if args.json:
+        files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+        print(json.dumps({"bundle": str(out), "files": files}))
+    else:
+        print(out)

@@ -142,3 +142,98 @@ def test_quantize_prints_the_comparison_and_writes_a_loadable_checkpoint(tmp_pat
     assert (out / "llm" / "config.json").is_file()
     again = run(args, tmp_path, check=False)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def _bad_npy(kind: str, path):
+    if kind == "pickled":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif kind == "garbage":
+        path.write_bytes(b"not a numpy file at all")
+    elif kind == "wrong-shape":
+        np.save(path, np.zeros((3, 3), np.int64))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "not found"),
+        ("pickled", "not a plain .npy array"),
+        ("garbage", "not a plain .npy array|cannot read"),
+        ("wrong-shape", r"shape \[3, 3\] do not fit"),
+    ],
+)
+def test_decode_refuses_bad_code_files_in_one_line(ckpt, tmp_path, kind, message):
+    codes = _bad_npy(kind, tmp_path / "codes.npy")
+    proc = run(["decode", str(ckpt), str(codes), "--out", str(tmp_path / "x.png")], tmp_path,
+               check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("vilau-rt: error:")
+    assert __import__("re").search(message, proc.stderr), proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["generate", "{ckpt}", "x", "--out", "o", "--cfg-scale", "inf"],
+            "cfg_scale must be finite",
+        ),
+        (["bench", "{ckpt}", "--repeat", "0"], "must be >= 1"),
+        (["caption", "{ckpt}", "x.png", "--device", "cuda"], "no CUDA device|cuda"),
+        (
+            ["quantize", "{ckpt}", "q", "--group-size", "32", "--calib", "missing.txt"],
+            "missing.txt not found",
+        ),
+        (
+            ["quantize", "{ckpt}", "q", "--group-size", "32", "--calib", "empty.txt"],
+            "holds no text",
+        ),
+        (["quantize", "{ckpt}", "q"], r"hidden_size 96 is not a multiple .* use --group-size 32"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(ckpt, tmp_path, args, message):
+    import re
+
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    proc = run([a.format(ckpt=ckpt) for a in args], tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.search(message, last), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, nothing before it
+
+
+def test_debug_shows_the_traceback(ckpt, tmp_path):
+    proc = run(["decode", str(ckpt), "missing.npy", "--out", "x.png", "--debug"], tmp_path,
+               check=False)  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_caption_defaults_fit_tiny_256_and_out_folders_are_created(ckpt, tmp_path):
+    img = tmp_path / "in.png"
+    Image.fromarray(np.full((40, 40, 3), 30, np.uint8)).save(img)
+    out = json.loads(run(["caption", str(ckpt), str(img), "--json"], tmp_path).stdout)
+    assert out["stats"]["prompt_tokens"] + out["stats"]["new_tokens"] <= 256
+    codes = tmp_path / "new" / "folder" / "codes.npy"
+    run(["encode", str(ckpt), str(img), "--out", str(codes)], tmp_path)
+    assert np.load(codes).shape == (4, 4, 4)
+
+
+def test_chat_takes_long_lines_as_questions_and_refuses_missing_images(ckpt, tmp_path):
+    env = dict(os.environ, VILAU_RT_CACHE=str(tmp_path / "cache"))
+    long_question = "why " * 80  # 320 bytes: used to be probed as a file name (OSError)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vilau_rt.cli", "chat", str(ckpt), "--max-new-tokens", "2"],
+        input=f"{long_question}\nmissing.png\nexit\n", capture_output=True, text=True,
+        env=env, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "image missing.png not found (nothing was sent)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_export_json(ckpt, tmp_path):
+    pytest.importorskip("onnxscript", reason="the [onnx] extra is not installed")
+    out = json.loads(run(["export", str(ckpt), str(tmp_path / "b"), "--json"], tmp_path).stdout)
+    assert out["bundle"] == str(tmp_path / "b") and "manifest.json" in out["files"]

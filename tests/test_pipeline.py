@@ -9,7 +9,7 @@ from PIL import Image
 from vilau_export.checkpoint_writer import write_checkpoint
 
 from vilau_rt import Pipeline
-from vilau_rt.errors import GenerationError, ImageError, PromptError
+from vilau_rt.errors import ConfigError, GenerationError, ImageError, PromptError
 from vilau_rt.model.config import preset
 
 
@@ -248,3 +248,82 @@ def test_model_sized_tensors_skip_pil_and_give_the_same_pixels(random_pipe):
         assert torch.equal(random_pipe._pixels([t]), via_pil)
     assert np.array_equal(random_pipe.encode_image(torch.from_numpy(hwc)),
                           random_pipe.encode_image(hwc))  # fmt: skip
+
+
+# -- user errors and defaults (issue: no raw exceptions, defaults that fit the model) ----------
+
+
+def test_caption_default_fits_a_small_context(random_pipe):
+    # tiny-256: 130 prompt tokens + the old fixed 128 new tokens overflowed its 256 context
+    img = np.full((32, 32, 3), 80, np.uint8)
+    random_pipe.caption(img)
+    assert random_pipe.stats["prompt_tokens"] + random_pipe.stats["new_tokens"] <= 256
+    with pytest.raises(PromptError, match="exceeds the model context"):
+        random_pipe.caption(img, max_new_tokens=200)
+
+
+def test_numpy_seeds_single_images_and_a_lone_stop_string_are_understood(random_pipe):
+    img = np.full((32, 32, 3), 120, np.uint8)
+    kw = {"max_new_tokens": 6, "do_sample": True}
+    a = random_pipe.generate("Describe.", images=[img], seed=3, **kw)
+    b = random_pipe.generate("Describe.", images=img, seed=np.int64(3), **kw)
+    assert a.token_ids == b.token_ids
+    text = a.text
+    if len(text) > 2:
+        stop = text[1:3]
+        got = random_pipe.generate("Describe.", images=[img], seed=3, stop=stop, **kw).text
+        assert got == text[: text.index(stop)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"temperature": "0.5", "do_sample": True},
+            GenerationError,
+            "temperature must be a number",
+        ),
+        ({"top_k": 2.5}, GenerationError, "top_k must be an integer"),
+        ({"seed": -1}, GenerationError, "seed must be >= 0"),
+        ({"seed": 1.5}, GenerationError, "seed must be an integer"),
+        ({"stop": ["a", 3]}, GenerationError, "stop must be a string or a list"),
+        ({"max_new_tokens": 0}, GenerationError, "max_new_tokens must be >= 1"),
+        ({"prompt": "bad \ud800 text"}, PromptError, "lone surrogate"),
+        ({"images": 42}, PromptError, "images must be a list"),
+    ],
+)
+def test_bad_generate_arguments_name_the_argument(random_pipe, kwargs, error, message):
+    kwargs = {"prompt": "Describe.", **kwargs}
+    with pytest.raises(error, match=message):
+        random_pipe.generate(**kwargs)
+
+
+def test_bad_image_generation_arguments_name_the_argument(random_pipe):
+    with pytest.raises(GenerationError, match="cfg_scale must be finite"):
+        random_pipe.generate_image_codes("x", cfg_scale=float("inf"))
+    with pytest.raises(GenerationError, match="num_images must be an integer"):
+        random_pipe.generate_image_codes("x", num_images="2")
+    codes = random_pipe.generate_image_codes("x", top_k=1, seed=np.uint8(1))
+    assert codes.shape == (1, 4, 4, 4)
+
+
+def test_bad_codes_are_codes_errors(random_pipe):
+    from vilau_rt.errors import CodesError
+
+    with pytest.raises(CodesError, match=r"shape \[4, 4\] do not fit"):
+        random_pipe.decode_codes(np.zeros((4, 4), np.int64))
+    with pytest.raises(CodesError, match="must be integers"):
+        random_pipe.decode_codes(np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(CodesError, match=r"must lie in \[0, 128\)"):
+        random_pipe.decode_codes(np.full((4, 4, 4), 128))
+
+
+def test_cuda_without_cuda_is_a_backend_error(random_pipe):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from vilau_rt.errors import BackendError
+
+    with pytest.raises(BackendError, match="no CUDA device"):
+        Pipeline.from_pretrained(random_pipe.path, device="cuda")
+    with pytest.raises(ConfigError, match="not a device name"):
+        Pipeline.from_pretrained(random_pipe.path, device="gpu0")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
+from . import arguments
 from .generate import GenerationResult, text_settings
 from .prompts import IMAGE_PLACEHOLDER_ID, tokenize_chat, user_message
 
@@ -39,12 +40,14 @@ class ChatSession:
 
         pipe = self.pipe
         settings = text_settings(
-            gen.pop("max_new_tokens", 128), gen.pop("do_sample", False),
+            gen.pop("max_new_tokens", None), gen.pop("do_sample", False),
             gen.pop("temperature", 0.9), gen.pop("top_k", None), gen.pop("top_p", 0.6),
             gen.pop("repetition_penalty", 1.0),
         )  # fmt: skip
         if gen:
             raise TypeError(f"unknown generation options {sorted(gen)}")
+        text = arguments.text("text", text, empty_ok=True)  # an image alone is a turn too
+        stop, seed = arguments.stop_strings(stop), arguments.seed(seed)
 
         def run():
             t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, VilaURTError
+from .errors import CodesError, ConfigError, VilaURTError
 
 DEMO_PRESET = "tiny-256"
 
@@ -40,10 +40,47 @@ def _pipeline(args):
 
 
 def _progress(total: int | None, desc: str, quiet: bool):
+    """(bar, tick): a tqdm bar on stderr that appears at the first tick, so a request that
+    fails its checks prints its one error line and nothing else."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="pos", disable=quiet, file=sys.stderr)
+    class LazyBar:
+        bar = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            if self.bar is not None:
+                self.bar.close()
+
+        def update(self, n=1):
+            if self.bar is None:
+                self.bar = tqdm(total=total, desc=desc, unit="pos", disable=quiet, file=sys.stderr)
+            self.bar.update(n)
+
+    bar = LazyBar()
     return bar, (lambda i: bar.update(1))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse prints the error and exits 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _out_file(path: str) -> Path:
+    """An output file path whose folder exists (created if missing)."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _emit(args, payload: dict, human: str) -> None:
@@ -82,21 +119,37 @@ def cmd_generate(args) -> None:
 def cmd_encode(args) -> None:
     pipe = _pipeline(args)
     codes = pipe.encode_image(args.image)
-    np.save(args.out, codes)
+    np.save(_out_file(args.out), codes)
     _emit(args, {"file": args.out, "shape": list(codes.shape)}, f"{args.out} {codes.shape}")
 
 
 def cmd_decode(args) -> None:
+    codes = _load_codes(args.codes)
     pipe = _pipeline(args)
-    image = pipe.decode_codes(np.load(args.codes))
+    image = pipe.decode_codes(codes)
     images = image if isinstance(image, list) else [image]
-    out = Path(args.out)
+    out = _out_file(args.out)
     paths = []
     for i, im in enumerate(images):
         p = out if len(images) == 1 else out.with_name(f"{out.stem}_{i:03d}{out.suffix}")
         im.save(p)
         paths.append(str(p))
     _emit(args, {"files": paths}, "\n".join(paths))
+
+
+def _load_codes(path: str) -> np.ndarray:
+    """A .npy file of codes; never unpickles (a pickle can run code)."""
+    if not Path(path).is_file():
+        raise CodesError(f"codes file {path} not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:  # a pickled object array, or not an .npy file at all
+        raise CodesError(
+            f"{path} is not a plain .npy array of codes ({e}); write it with "
+            "`vilau-rt encode` or numpy.save of an integer array"
+        ) from e
+    except (OSError, EOFError) as e:
+        raise CodesError(f"cannot read {path} as a .npy file ({e})") from e
 
 
 def cmd_write_checkpoint(args) -> None:
@@ -110,6 +163,25 @@ def cmd_write_checkpoint(args) -> None:
         overwrite=args.overwrite,
     )  # fmt: skip
     _emit(args, {"checkpoint": str(path)}, f"wrote {args.preset} checkpoint to {path}")
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def _image_path(line: str) -> Path | None:
+    """The line as an image path, if it names one (an existing file, or a single token ending in
+    an image suffix); None for a question. Long lines are questions: no path probe at all."""
+    if len(line) > 4096 or "\n" in line:
+        return None
+    path = Path(line.strip("'\""))  # paths pasted from a file manager come quoted
+    try:
+        if path.is_file():
+            return path
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return None
+    if path.suffix.lower() in IMAGE_SUFFIXES and " " not in line.strip():
+        return path
+    return None
 
 
 def cmd_chat(args) -> None:
@@ -135,9 +207,13 @@ def cmd_chat(args) -> None:
             pending.clear()
             print("(conversation reset)")
             continue
-        if Path(line).is_file():
-            pending.append(line)
-            print(f"(image {line} queued)")
+        image = _image_path(line)
+        if image is not None:
+            if image.is_file():
+                pending.append(str(image))
+                print(f"(image {image} queued)")
+            else:
+                print(f"error: image {image} not found (nothing was sent)", file=sys.stderr)
             continue
         try:
             answer = session.ask(
@@ -155,7 +231,7 @@ def cmd_bench(args) -> None:
     pipe = _pipeline(args)
     image = demo_image()
     rows = []
-    for _ in range(args.repeat):
+    for _ in range(args.repeat):  # >= 1 (argparse)
         res = pipe.generate("Describe the image.", images=[image], max_new_tokens=args.tokens)
         rows.append(res.stats)
     pipe.generate_image_codes("a red apple on a wooden table", seed=0)
@@ -185,6 +261,10 @@ def cmd_bench(args) -> None:
     _emit(args, payload, human)
 
 
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def _image_files(folder: str | None) -> list[str] | None:
     if folder is None:
         return None
@@ -196,19 +276,25 @@ def _image_files(folder: str | None) -> list[str] | None:
 
 
 def cmd_quantize(args) -> None:
-    from vilau_export.quantize.quantize_checkpoint import compare_llms, quantize_checkpoint
+    from vilau_export.quantize.quantize_checkpoint import (
+        compare_llms,
+        preflight,
+        quantize_checkpoint,
+    )
 
     if args.method != "awq" or args.bits != 4:
         raise ConfigError(
             f"only --method awq --bits 4 is supported, got --method {args.method} "
             f"--bits {args.bits}"
         )
+    preflight(args.checkpoint, args.out, args.group_size, args.calib)  # fail fast
     bar, _ = _progress(None, "AWQ scale groups", args.json)
     with bar:
         out = quantize_checkpoint(
             args.checkpoint, args.out, group_size=args.group_size,
             zero_point=not args.no_zero_point, calib=args.calib,
             images=_image_files(args.calib_images), image_prompts=args.image_prompts,
+            siglip_config=args.siglip_config,
             progress=lambda choice: bar.update(1),
         )  # fmt: skip
     report = compare_llms(Path(args.checkpoint) / "llm", out / "llm")
@@ -278,11 +364,19 @@ def cmd_demo(args) -> None:
     _emit(args, payload, human)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with errors in one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="vilau-rt",
         description="VILA-U inference runtime: understanding and generation from the command line.",
     )
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, checkpoint=True):
@@ -307,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("image", help="image file")
     sp.add_argument("--prompt", help="question or instruction (default: describe the image)")
-    sp.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit")
+    sp.add_argument("--max-new-tokens", type=positive_int,
+                    help="answer length limit (default: 128, or what the context leaves)")  # fmt: skip
     sp.add_argument("--seed", type=int, help="random seed (sampling only)")
     sp.set_defaults(fn=cmd_caption)
 
@@ -315,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("prompt", help="what to draw")
     sp.add_argument("--out", required=True, help="output folder")
-    sp.add_argument("--num-images", type=int, default=1, help="images to generate")
+    sp.add_argument("--num-images", type=positive_int, default=1, help="images to generate")
     sp.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance")
     sp.add_argument("--seed", type=int, help="random seed; the same seed gives the same images")
     sp.set_defaults(fn=cmd_generate)
@@ -334,13 +429,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("chat", help="interactive multi-turn chat about images")
     common(sp)
-    sp.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit")
+    sp.add_argument("--max-new-tokens", type=positive_int,
+                    help="answer length limit (default: 128, or what the context leaves)")  # fmt: skip
     sp.set_defaults(fn=cmd_chat)
 
     sp = sub.add_parser("bench", help="time the vision encoder, first token, decode and one image")
     common(sp)
-    sp.add_argument("--repeat", type=int, default=3, help="understanding runs (best is shown)")
-    sp.add_argument("--tokens", type=int, default=32, help="new tokens per understanding run")
+    sp.add_argument("--repeat", type=positive_int, default=3,
+                    help="understanding runs (best is shown)")  # fmt: skip
+    sp.add_argument("--tokens", type=positive_int, default=32,
+                    help="new tokens per understanding run")  # fmt: skip
     sp.set_defaults(fn=cmd_bench)
 
     sp = sub.add_parser("quantize", help="AWQ INT4 LLM (AutoAWQ GEMM format), rest copied")
@@ -348,13 +446,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", help="output checkpoint folder (must not exist)")
     sp.add_argument("--method", default="awq", help="quantization method (awq)")
     sp.add_argument("--bits", type=int, default=4, help="weight bits (4)")
-    sp.add_argument("--group-size", type=int, default=128, choices=[64, 128], help="group size")
+    sp.add_argument("--group-size", type=int, default=128, choices=[32, 64, 128],
+                    help="weights per scale; must divide the LLM's hidden and MLP sizes")  # fmt: skip
+    sp.add_argument("--siglip-config", help="folder with the SigLIP config.json, when "
+                    "the checkpoint names a tower not shipped with vilau_rt")  # fmt: skip
     sp.add_argument("--no-zero-point", action="store_true",
                     help="symmetric weights (what TensorRT's native INT4 needs)")  # fmt: skip
     sp.add_argument("--calib", help="calibration texts, one per line (default: built-in set)")
     sp.add_argument("--calib-images", help="folder of images for the image-conditioned "
                     "calibration prompts (default: built-in procedural pictures)")  # fmt: skip
-    sp.add_argument("--image-prompts", type=int, default=16,
+    sp.add_argument("--image-prompts", type=_non_negative_int, default=16,
                     help="image-conditioned calibration prompts (0: text only)")  # fmt: skip
     sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     sp.set_defaults(fn=cmd_quantize)
@@ -375,12 +476,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. A user error (a vilau_rt error, a file that is missing or cannot be
+    written) prints one line and returns 2; ``--debug`` shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         args.fn(args) if hasattr(args, "fn") else args.func(args)
-    except (VilaURTError, FileExistsError) as e:
+    except (VilaURTError, OSError) as e:
+        if args.debug:
+            raise
         print(f"vilau-rt: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("vilau-rt: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

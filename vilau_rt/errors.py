@@ -37,6 +37,10 @@ class GenerationError(VilaURTError, ValueError):
     """A generation setting (cfg_scale, top_k, top_p, temperature, ...) is out of range."""
 
 
+class CodesError(VilaURTError, ValueError):
+    """RVQ codes have the wrong shape, dtype or range for this model."""
+
+
 class BackendError(VilaURTError, RuntimeError):
     """A backend cannot run here (missing extension, device, or library)."""
 

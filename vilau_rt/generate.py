@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import arguments
 from .backends.base import Backend
 from .errors import GenerationError
 from .ops.depth_decode import CodeSampler
@@ -52,9 +53,12 @@ def _embed(backend: Backend, ids: list[int]) -> torch.Tensor:
     return backend.embed_tokens(torch.tensor([ids], device=backend.device))[0]
 
 
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
 @dataclass
 class TextSettings:
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS  # None: see text_settings
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int | None = None
@@ -72,11 +76,16 @@ class GenerationResult:
 def text_settings(
     max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty
 ) -> TextSettings:
-    """Validated text-generation settings (GenerationError names the bad one)."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise GenerationError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if do_sample:
-        check_sampling(temperature, top_k, top_p)
+    """Validated text-generation settings (GenerationError names the bad one).
+
+    ``max_new_tokens=None`` leaves the budget to the request: up to ``DEFAULT_MAX_NEW_TOKENS``,
+    and no more than the context has room for after the prompt.
+    """
+    max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, low=1, none_ok=True)
+    if not isinstance(do_sample, bool):
+        raise GenerationError(f"do_sample must be True or False, got {do_sample!r}")
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    repetition_penalty = arguments.real("repetition_penalty", repetition_penalty)
     if not repetition_penalty > 0:
         raise GenerationError(f"repetition_penalty must be > 0, got {repetition_penalty}")
     return TextSettings(max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty)

@@ -11,6 +11,7 @@ images = pipe.generate_image("a red apple on a wooden table", seed=0)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Iterator
@@ -20,10 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import arguments
 from .backends import Backend, TorchBackend
 from .chat import ChatSession
-from .errors import BackendError, GenerationError, PromptError
+from .errors import BackendError, CodesError, ConfigError, GenerationError, PromptError
 from .generate import (
+    DEFAULT_MAX_NEW_TOKENS,
     GenerationResult,
     ImageSettings,
     generate_codes,
@@ -75,6 +78,29 @@ def exclusive(method):
             return method(self, *args, **kwargs)
 
     return run
+
+
+def _device(device) -> torch.device:
+    """The requested device, checked: a CUDA device needs CUDA here."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r} is not a device name: use 'cpu' or 'cuda[:N]'") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError(
+                f"device {device!r} asks for CUDA, but this torch sees no CUDA device "
+                "(torch.cuda.is_available() is False); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BackendError(
+                f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices"
+            )
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported: use 'cpu' or 'cuda[:N]'")
+    return dev
 
 
 def default_device() -> torch.device:
@@ -147,7 +173,7 @@ class Pipeline:
             quant = "awq-int4" if llm_dir.is_dir() and read_awq_config(llm_dir) else "none"
             ort = load_bundle_or_export(path, cache_dir, quant=quant, siglip_config=siglip_config)
             return cls(ort, Tokenizer.from_folder(ort.root / "tokenizer"), Path(path), max_context)
-        device = torch.device(device) if device is not None else default_device()
+        device = _device(device)
         if isinstance(dtype, str):
             name, dtype = dtype, getattr(torch, dtype.replace("torch.", ""), None)
             if not isinstance(dtype, torch.dtype):
@@ -187,19 +213,30 @@ class Pipeline:
     @exclusive
     def decode_codes(self, codes) -> Image.Image | list[Image.Image]:
         """Codes [h, w, D] -> an image; [N, h, w, D] -> a list of images."""
-        c = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.device)
-        h, w = self.cfg.grid
-        D = self.cfg.rvq.depth
+        c = self._check_codes(codes)
         single = c.dim() == 3
         if single:
             c = c.unsqueeze(0)
-        if c.dim() != 4 or tuple(c.shape[1:]) != (h, w, D):
-            raise ValueError(
-                f"codes of shape {tuple(np.shape(codes))} do not fit this model: expected "
-                f"[{h}, {w}, {D}] or [N, {h}, {w}, {D}]"
-            )
         images = to_pil(to_uint8(self.backend.decode_codes(c)))
         return images[0] if single else images
+
+    def _check_codes(self, codes) -> torch.Tensor:
+        """Codes as an int64 tensor on the device; CodesError for a wrong shape, dtype or range."""
+        if isinstance(codes, torch.Tensor):
+            codes = codes.detach().cpu().numpy()
+        a = np.asarray(codes)
+        h, w = self.cfg.grid
+        D, n = self.cfg.rvq.depth, self.cfg.rvq.n_embed
+        if a.dtype.kind not in "iu":
+            raise CodesError(f"codes must be integers, got dtype {a.dtype}")
+        if a.ndim not in (3, 4) or tuple(a.shape[-3:]) != (h, w, D):
+            raise CodesError(
+                f"codes of shape {list(a.shape)} do not fit this model: expected "
+                f"[{h}, {w}, {D}] or [N, {h}, {w}, {D}]"
+            )
+        if a.size and (a.min() < 0 or a.max() >= n):
+            raise CodesError(f"codes must lie in [0, {n}); got {a.min()}..{a.max()}")
+        return torch.as_tensor(a.astype(np.int64), device=self.device)
 
     # -- quality measures -----------------------------------------------------------------
     @exclusive
@@ -250,13 +287,13 @@ class Pipeline:
         images=None,
         videos=None,
         *,
-        max_new_tokens: int = 128,
+        max_new_tokens: int | None = None,
         do_sample: bool = False,
         temperature: float = 0.9,
         top_p: float | None = 0.6,
         top_k: int | None = None,
         repetition_penalty: float = 1.0,
-        stop: list[str] | None = None,
+        stop: str | list[str] | None = None,
         seed: int | None = None,
         stream: bool = False,
     ) -> GenerationResult | Iterator[str]:
@@ -265,11 +302,11 @@ class Pipeline:
         Returns a GenerationResult (``.text``, ``.token_ids``, ``.stats``), or with
         ``stream=True`` an iterator of text pieces whose concatenation is that text.
         """
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise PromptError("prompt is empty: pass the question or instruction as text")
+        prompt = arguments.text("prompt", prompt)
         settings = text_settings(
             max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty
         )
+        stop, seed = arguments.stop_strings(stop), arguments.seed(seed)
 
         def run():
             t0 = time.perf_counter()
@@ -296,8 +333,8 @@ class Pipeline:
         return out
 
     def _media(self, images, videos) -> list:
-        media = [load_image(im) for im in (images or [])]
-        for v in videos or []:
+        media = [load_image(im) for im in arguments.media_list(images, "images")]
+        for v in arguments.media_list(videos, "videos"):
             media += load_video(v, self.cfg.num_video_frames)
         return media
 
@@ -314,6 +351,16 @@ class Pipeline:
         embeds = splice_images(self.backend, ids, image_embeds)
         limit = self.max_context
         total = cache_pos + embeds.shape[1]
+        if settings.max_new_tokens is None:  # the default: what the context has room for
+            room = limit - total
+            if room < 1:
+                raise PromptError(
+                    f"prompt of {total} tokens (images included) fills the model context of "
+                    f"{limit} tokens; shorten the prompt or use fewer images"
+                )
+            settings = dataclasses.replace(
+                settings, max_new_tokens=min(DEFAULT_MAX_NEW_TOKENS, room)
+            )
         if total + settings.max_new_tokens > limit:
             raise PromptError(
                 f"prompt of {total} tokens (images included) + max_new_tokens "
@@ -417,13 +464,14 @@ class Pipeline:
     def _generate_codes(
         self, prompt, frames, cfg_scale, temperature, top_k, top_p, seed, num, progress
     ) -> np.ndarray:
-        if not isinstance(num, int) or num < 1:
-            raise GenerationError(f"num_images must be an int >= 1, got {num!r}")
-        if not isinstance(frames, int) or frames < 1:
-            raise GenerationError(f"num_frames must be an int >= 1, got {frames!r}")
+        prompt = arguments.text("prompt", prompt, empty_ok=True)  # empty: unconditional
+        num = arguments.integer("num_images", num, low=1)
+        frames = arguments.integer("num_frames", frames, low=1)
+        cfg_scale = arguments.real("cfg_scale", cfg_scale)
         if not cfg_scale >= 0:
             raise GenerationError(f"cfg_scale must be >= 0, got {cfg_scale}")
-        check_sampling(temperature, top_k, top_p)
+        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+        seed = arguments.seed(seed)
         if top_k is not None:
             top_k = min(top_k, self.cfg.rvq.n_embed)
         batch = generation_batch(self.tokenizer, prompt, num_images=num, video=frames > 1)
@@ -464,6 +512,7 @@ class Pipeline:
 
     def _rng(self, seed: int | None) -> torch.Generator:
         gen = torch.Generator(device=self.device)
+        seed = arguments.seed(seed)
         gen.manual_seed(seed if seed is not None else torch.seed() % 2**63)
         return gen
 

@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import torch
 
+from . import arguments
 from .errors import GenerationError
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+def check_sampling(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
+    """The sampling knobs checked and normalised (numpy numbers become Python ones)."""
+    temperature = arguments.real("temperature", temperature)
     if not temperature > 0:
         raise GenerationError(
             f"temperature must be > 0, got {temperature} (use top_k=1 for greedy)"
         )
-    if top_k is not None and top_k < 1:
-        raise GenerationError(f"top_k must be >= 1 or None, got {top_k}")
+    top_k = arguments.integer("top_k", top_k, low=1, none_ok=True)
+    top_p = arguments.real("top_p", top_p, none_ok=True)
     if top_p is not None and not 0 < top_p <= 1:
         raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
+    return temperature, top_k, top_p
 
 
 def sample_codes(

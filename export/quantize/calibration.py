@@ -17,13 +17,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vilau_rt.errors import ConfigError
+
 CALIB_TEXTS = resources.files("vilau_rt") / "data" / "calib_texts.txt"
 
 
 def read_calib_texts(path: str | Path | None = None) -> list[str]:
     """Non-empty lines of ``path``, or of the built-in set ``vilau_rt/data/calib_texts.txt``."""
-    text = Path(path).read_text() if path is not None else CALIB_TEXTS.read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    if path is None:
+        text = CALIB_TEXTS.read_text()
+    else:
+        if not Path(path).is_file():
+            raise ConfigError(f"calibration text file {path} not found")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"calibration text file {path} is not UTF-8 text ({e})") from e
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ConfigError(f"calibration text file {path} holds no text: one text a line")
+    return lines
 
 
 def sentencepiece_encoder(model_path: str | Path, add_bos: bool = True) -> Callable:
@@ -84,7 +97,12 @@ def calibration_images(n: int) -> list[np.ndarray]:
 
 @torch.no_grad()
 def image_conditioned_blocks(
-    ckpt: Path, texts: list[str], seq_len: int, n_prompts: int, images: list | None = None
+    ckpt: Path,
+    texts: list[str],
+    seq_len: int,
+    n_prompts: int,
+    images: list | None = None,
+    siglip_config=None,
 ) -> torch.Tensor:
     """[m, seq_len, H] input-embedding blocks of understanding prompts with one image each.
 
@@ -97,7 +115,10 @@ def image_conditioned_blocks(
     from vilau_rt.prompts import build_understanding_prompt, tokenize_with_images
 
     stored = TensorSource(ckpt / "llm").meta("model.embed_tokens.weight")[0]
-    pipe = Pipeline.from_pretrained(ckpt, device="cpu", dtype=stored)
+    # check_finite=False: a finiteness pass would read the whole LLM, which this never touches
+    pipe = Pipeline.from_pretrained(
+        ckpt, device="cpu", dtype=stored, siglip_config=siglip_config, check_finite=False
+    )
     pics = list(images) if images else calibration_images(n_prompts)
     parts = []
     for i in range(n_prompts):
@@ -108,7 +129,7 @@ def image_conditioned_blocks(
     stream = torch.cat(parts)
     n = stream.shape[0] // seq_len
     if n == 0:
-        raise ValueError(
+        raise ConfigError(
             f"{n_prompts} image prompts give {stream.shape[0]} positions, fewer than one block of "
             f"{seq_len}: raise image_prompts"
         )

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from vilau_rt.errors import CheckpointNotFoundError
+from vilau_rt.errors import CheckpointNotFoundError, ConfigError
 from vilau_rt.model.awq import AWQConfig, load_llm
+from vilau_rt.model.config import read_json
+from vilau_rt.model.llama import LlamaConfig
 from vilau_rt.staging import staged_folder
 from vilau_rt.tokenizer import Tokenizer
 
@@ -40,29 +42,28 @@ def quantize_checkpoint(
     image_prompts: int = 16,
     search: AWQSearchConfig | None = None,
     progress: Callable | None = None,
+    siglip_config=None,
 ) -> Path:
     """Quantize ``ckpt``'s LLM into the new checkpoint ``out``.
 
     ``calib``: a text file (one calibration text a line; default: the built-in set). ``images``:
     calibration images for the image-conditioned prompts (default: procedural test pictures);
-    ``image_prompts``: how many such prompts (0 = text only).
+    ``image_prompts``: how many such prompts (0 = text only). ``siglip_config``: as for
+    ``Pipeline.from_pretrained``, for a tower whose config is not shipped.
     """
     ckpt, out = Path(ckpt), Path(out)
     s = search or AWQSearchConfig()
-    for part in ("config.json", "llm", "vision_tower", "mm_projector"):
-        if not (ckpt / part).exists():
-            raise CheckpointNotFoundError(
-                f"{ckpt / part} not found: {ckpt} is not a VILA-U checkpoint"
-            )
+    texts = preflight(ckpt, out, group_size, calib)
     with staged_folder(out) as tmp:
         shutil.copy2(ckpt / "config.json", tmp / "config.json")
         shutil.copytree(ckpt / "vision_tower", tmp / "vision_tower")
         shutil.copytree(ckpt / "mm_projector", tmp / "mm_projector")
         tok = Tokenizer.from_folder(ckpt / "llm")
-        texts = read_calib_texts(calib)
         extra = None
         if image_prompts > 0:
-            extra = image_conditioned_blocks(ckpt, texts, s.seq_len, image_prompts, images)
+            extra = image_conditioned_blocks(
+                ckpt, texts, s.seq_len, image_prompts, images, siglip_config
+            )
         quantize_llm_folder(
             ckpt / "llm",
             tmp / "llm",
@@ -74,6 +75,39 @@ def quantize_checkpoint(
             extra_embeds=extra,
         )
     return out
+
+
+def preflight(ckpt: Path, out: Path, group_size: int, calib) -> list[str]:
+    """Every check that can fail before any work; returns the calibration texts."""
+    ckpt, out = Path(ckpt), Path(out)
+    for part in ("config.json", "llm", "vision_tower", "mm_projector"):
+        if not (ckpt / part).exists():
+            raise CheckpointNotFoundError(
+                f"{ckpt / part} not found: {ckpt} is not a VILA-U checkpoint"
+            )
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose a new output folder or remove it")
+    _check_group_size(ckpt, group_size)
+    return read_calib_texts(calib)
+
+
+def _check_group_size(ckpt: Path, group_size: int) -> None:
+    """Every quantized linear's input width (hidden and MLP sizes) must be a multiple of the
+    group size; say so before any work, with the sizes that would fit."""
+    cfg = LlamaConfig.from_hf(read_json(ckpt / "llm" / "config.json"))
+    widths = {"hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size}
+    bad = {k: v for k, v in widths.items() if v % group_size}
+    if bad:
+        fits = [g for g in (32, 64, 128) if all(v % g == 0 for v in widths.values())]
+        hint = (
+            f"use --group-size {fits[-1]}"
+            if fits
+            else "no supported group size (32, 64, 128) divides them"
+        )
+        sizes = ", ".join(f"{k} {v}" for k, v in bad.items())
+        raise ConfigError(
+            f"{ckpt / 'llm'}: {sizes} is not a multiple of the group size {group_size}; {hint}"
+        )
 
 
 def _compare_dtype(folder: Path) -> torch.dtype:
