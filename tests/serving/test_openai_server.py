@@ -327,3 +327,14 @@ def test_relative_image_path_resolves_outside_the_allowed_folder_and_is_refused(
     # resolved against the server's working folder (the repository), not the allowed one
     res = _post(server, CHAT, _user(_image(Path("red.png").as_posix()), TEXT))
     assert res.status_code == 400
+
+
+def test_client_that_gives_up_on_a_non_streamed_answer_stops_it(server):
+    before = _wait_idle(server)
+    body = {"model": MODEL, "max_tokens": 120, "temperature": 0,
+            "messages": [{"role": "user", "content": "Tell me a story."}]}  # fmt: skip
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server["base"] + CHAT, json=body, timeout=httpx.Timeout(5.0, read=0.3))
+    after = _wait_idle(server)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["served"] == before["served"]
