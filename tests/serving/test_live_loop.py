@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -153,23 +150,23 @@ def test_dropped_stream_is_retried_then_ends_with_an_error(clip):
     assert count == 3 * CLIP_FRAMES
 
 
-def _cli(args, tmp_path):
-    env = dict(os.environ, VILAU_RT_CACHE=str(tmp_path / "cache"))
-    return subprocess.run(
-        [sys.executable, "-m", "vilau_rt.cli", *args], capture_output=True, text=True, env=env,
-        timeout=120, check=False,
-    )  # fmt: skip
+def test_cli_live_prints_one_json_object_per_answer(ckpt, clip, capsys):
+    from vilau_rt.cli import main
 
-
-def test_cli_live_prints_one_json_object_per_answer(ckpt, clip, tmp_path):
-    proc = _cli(["live", str(ckpt), str(clip), "--json", "--max-new-tokens", "2",
-                 "--realtime", "off", "--max-answers", "3"], tmp_path)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    rc = main(["live", str(ckpt), str(clip), "--json", "--max-new-tokens", "2",
+               "--realtime", "off", "--max-answers", "3", "--device", "cpu"])  # fmt: skip
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [r["frame"] for r in rows] == [0, 1, 2]
     for r in rows:
         assert isinstance(r["text"], str) and r["latency_ms"] > 0
         assert r["time"] == pytest.approx(r["frame"] / FPS)
-    bad = _cli(["live", str(ckpt), str(tmp_path / "nope.mp4")], tmp_path)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().count("\n") == 0 and "not found" in bad.stderr
+
+
+def test_cli_live_unreadable_source_is_one_line_and_exit_2(ckpt, tmp_path, capsys):
+    from vilau_rt.cli import main
+
+    assert main(["live", str(ckpt), str(tmp_path / "nope.mp4"), "--device", "cpu"]) == 2
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "not found" in err

@@ -184,21 +184,17 @@ def test_sampling_with_a_seed_repeats(client):
 
 
 def test_image_generation_returns_pngs_of_the_model_size(client):
-    res = client.images.generate(
-        model=MODEL, prompt="a red circle", n=2, size="32x32", response_format="b64_json",
-        extra_body={"guidance_scale": 2.0, "seed": 3},
-    )  # fmt: skip
-    assert len(res.data) == 2
-    pngs = [base64.b64decode(d.b64_json) for d in res.data]
-    assert all(Image.open(io.BytesIO(p)).size == (32, 32) for p in pngs)
-    one = [
-        client.images.generate(
-            model=MODEL, prompt="a red circle", size="32x32", response_format="b64_json",
+    def draw():
+        res = client.images.generate(
+            model=MODEL, prompt="a red circle", n=2, size="32x32", response_format="b64_json",
             extra_body={"guidance_scale": 2.0, "seed": 3},
-        ).data[0].b64_json
-        for _ in range(2)
-    ]  # fmt: skip
-    assert one[0] == one[1]  # the same seed draws the same image
+        )  # fmt: skip
+        return [base64.b64decode(d.b64_json) for d in res.data]
+
+    pngs = draw()
+    assert len(pngs) == 2
+    assert all(Image.open(io.BytesIO(p)).size == (32, 32) for p in pngs)
+    assert draw() == pngs  # the same seed draws the same images
 
 
 def _user(*parts):
