@@ -121,6 +121,24 @@ def test_stop_ends_an_endless_source_from_another_thread(pipe):
     assert n >= 1
 
 
+def test_stop_ends_the_loop_while_the_source_is_silent(pipe):
+    gate = threading.Event()
+
+    def frames():
+        yield np.zeros((16, 16, 3), np.uint8)
+        gate.wait(10)  # a camera that stops delivering
+
+    loop = pipe.live(frames(), max_new_tokens=1)
+    assert next(loop).frame == 0
+    threading.Timer(0.2, loop.stop).start()
+    t0 = time.monotonic()
+    with pytest.raises(StopIteration):
+        next(loop)
+    assert time.monotonic() - t0 < 5
+    gate.set()
+    loop.close()
+
+
 def test_unreadable_sources_are_clear_errors(pipe, tmp_path):
     with pytest.raises(SourceError, match="not found"):
         pipe.live(tmp_path / "missing.mp4")

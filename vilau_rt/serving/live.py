@@ -121,7 +121,9 @@ class LiveLoop:
 
     def __next__(self) -> LiveResult:
         with self._cond:
-            self._cond.wait_for(lambda: self._latest is not None or self._done)
+            self._cond.wait_for(
+                lambda: self._latest is not None or self._done or self._stop.is_set()
+            )
             if self._latest is None or self._stop.is_set():
                 if self._error is not None and not self._stop.is_set():
                     error, self._error = self._error, None
