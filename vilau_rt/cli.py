@@ -464,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
 
+    from .serving.cli import add_serving_parsers
+
+    add_serving_parsers(sub, common)
+
     sp = sub.add_parser("write-checkpoint", help="write a random-weight checkpoint of a preset")
     sp.add_argument("preset", help="tiny-256, 7b-256 or 7b-384")
     sp.add_argument("out", help="output folder")

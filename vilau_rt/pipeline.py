@@ -386,6 +386,16 @@ class Pipeline:
         text = "".join(pieces)
         return GenerationResult(text, list(stats["token_ids"]), self.stats)
 
+    def live(self, source, prompt: str = DEFAULT_CAPTION_PROMPT, *, realtime=None,
+             max_new_tokens: int = 32, **gen):  # fmt: skip
+        """Answer ``prompt`` about the newest frame of a camera, stream, file or Python frame
+        source, again and again; an iterator and context manager of LiveResult (see
+        ``vilau_rt.serving.live``)."""
+        from .serving.live import LiveLoop
+
+        return LiveLoop(self, source, prompt, realtime=realtime, max_new_tokens=max_new_tokens,
+                        **gen)  # fmt: skip
+
     def chat_session(self) -> ChatSession:
         """A multi-turn conversation that reuses the KV cache of earlier turns."""
         return ChatSession(self)
