@@ -327,3 +327,18 @@ def test_cuda_without_cuda_is_a_backend_error(random_pipe):
         Pipeline.from_pretrained(random_pipe.path, device="cuda")
     with pytest.raises(ConfigError, match="not a device name"):
         Pipeline.from_pretrained(random_pipe.path, device="gpu0")
+
+
+def test_model_sized_tensor_frames_reach_the_model_without_pil(random_pipe, monkeypatch):
+    # a camera frame already at the model size (a CUDA tensor on a GPU) is not copied to the host
+    import vilau_rt.pipeline as pipeline_module
+
+    frame = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8)
+    want = random_pipe.caption(frame, max_new_tokens=4)
+
+    def no_pil(image):
+        raise AssertionError("a model-sized tensor went through PIL")
+
+    monkeypatch.setattr(pipeline_module, "load_image", no_pil)
+    assert random_pipe._media([frame], None)[0] is frame
+    assert random_pipe.caption(frame, max_new_tokens=4) == want

@@ -333,7 +333,13 @@ class Pipeline:
         return out
 
     def _media(self, images, videos) -> list:
-        media = [load_image(im) for im in arguments.media_list(images, "images")]
+        S = self.cfg.image_size
+        # model-sized uint8 tensors stay as they are (on their device: no host round trip for
+        # CUDA frames); everything else becomes an RGB PIL image
+        media = [
+            im if _square_uint8_chw(im, S) is not None else load_image(im)
+            for im in arguments.media_list(images, "images")
+        ]
         for v in arguments.media_list(videos, "videos"):
             media += load_video(v, self.cfg.num_video_frames)
         return media

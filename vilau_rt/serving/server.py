@@ -143,10 +143,15 @@ def chat_pieces(pipe, text: str, images: list, req: ChatCompletionRequest):
     # temperature 0 is greedy, as in the OpenAI API
     settings = text_settings(max_new, temperature > 0, temperature or 1.0, None, req.top_p, 1.0)
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    embeds = pipe.image_embeddings(images)
-    pipe._cache_owner = None  # a chat session's cache, if any, is overwritten
-    pieces = pipe._run(ids, embeds, 0, settings, req.seed, stop, True, t0)
-    return pieces, max_new
+
+    def run():
+        embeds = pipe.image_embeddings(images)
+        pipe._cache_owner = None  # a chat session's cache, if any, is overwritten
+        return pipe._run(ids, embeds, 0, settings, req.seed, stop, True, t0)
+
+    # one request at a time on the Pipeline, held until the stream ends or is closed, as for
+    # Pipeline.generate(stream=True): safe even if the application shares this Pipeline
+    return pipe._request(run, stream=True), max_new
 
 
 def create_app(pipe, model_id: str, *, max_queue: int = 8, allowed_media_dir=None) -> FastAPI:
