@@ -237,3 +237,14 @@ def test_export_json(ckpt, tmp_path):
     pytest.importorskip("onnxscript", reason="the [onnx] extra is not installed")
     out = json.loads(run(["export", str(ckpt), str(tmp_path / "b"), "--json"], tmp_path).stdout)
     assert out["bundle"] == str(tmp_path / "b") and "manifest.json" in out["files"]
+
+
+def test_quantize_takes_the_siglip_config_of_a_tower_not_shipped(tiny_fixture, tmp_path):
+    # the official tiny fixture names a SigLIP tower whose config is not in the package
+    out = tmp_path / "int4"
+    args = ["quantize", str(tiny_fixture), str(out), "--group-size", "32", "--image-prompts",
+            "4", "--json"]  # fmt: skip
+    proc = run(args, tmp_path, check=False)
+    assert proc.returncode == 2 and "--siglip-config" not in proc.stdout  # needs the config
+    args += ["--siglip-config", str(tiny_fixture / "reference" / "siglip_config")]
+    assert json.loads(run(args, tmp_path).stdout)["checkpoint"] == str(out)

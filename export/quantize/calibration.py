@@ -131,6 +131,6 @@ def image_conditioned_blocks(
     if n == 0:
         raise ConfigError(
             f"{n_prompts} image prompts give {stream.shape[0]} positions, fewer than one block of "
-            f"{seq_len}: raise image_prompts"
+            f"{seq_len}: raise image_prompts (--image-prompts)"
         )
     return stream[: n * seq_len].view(n, seq_len, -1)
