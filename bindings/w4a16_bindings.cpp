@@ -1,5 +1,8 @@
 // Bindings of csrc/w4a16.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
 
 #include "bindings/bindings.h"
 #include "w4a16/w4a16.h"
@@ -31,6 +34,30 @@ void bind_w4a16(py::module_& m) {
       py::arg("x"), py::arg("qweight"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"),
       py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
       py::arg("dtype"), py::arg("num_threads"));
+
+  m.def("w4a16_cpu_isas", &w4a16_cpu_isas,
+        "Instruction-set paths of the CPU W4A16 GEMV this machine runs, fastest first; the last "
+        "is 'scalar', the reference the others return the bits of.");
+
+  m.def(
+      "w4a16_gemv_cpu",
+      [](std::uintptr_t x, std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales,
+         std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k, int64_t n,
+         int64_t group_size, int dtype, int num_threads, const std::string& isa) {
+        const DType dt = dtype_from_code(dtype, "w4a16_gemv_cpu dtype");
+        py::gil_scoped_release release;
+        w4a16_gemv_cpu(address<const void>(x, "x", m == 0),
+                       address<const int32_t>(qweight, "qweight"),
+                       address<const int32_t>(qzeros, "qzeros"),
+                       address<const void>(scales, "scales"),
+                       address<const void>(bias, "bias", true), address<void>(y, "y", m == 0), m,
+                       k, n, group_size, dt, num_threads, isa);
+      },
+      "The GEMV path of w4a16_linear_cpu (M <= W4A16_GEMV_MAX_M) on one instruction-set path: "
+      "an entry of w4a16_cpu_isas() or 'auto' (the first).",
+      py::arg("x"), py::arg("qweight"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"),
+      py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
+      py::arg("dtype"), py::arg("num_threads"), py::arg("isa") = "auto");
 
   m.def(
       "w4a16_dequantize_cpu",

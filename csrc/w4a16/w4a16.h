@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "common/dtype.h"
 
@@ -38,10 +40,19 @@ void w4a16_linear_cpu(const void* x, const int32_t* qweight, const int32_t* qzer
                       const void* scales, const void* bias, void* y, int64_t m, int64_t k,
                       int64_t n, int64_t group_size, DType dtype, int num_threads);
 
-//! GEMV path of w4a16_linear_cpu; requires M <= kGemvMaxM.
+//! Instruction-set paths of the CPU GEMV that this machine can run, fastest first; the last
+//! is always "scalar", the portable reference every other path is tested against.
+//! Possible names: "avx512" (AVX-512F/BW/VL + F16C + FMA), "avx2" (AVX2 + F16C + FMA), "neon"
+//! (aarch64), "scalar".
+std::vector<std::string> w4a16_cpu_isas();
+
+//! GEMV path of w4a16_linear_cpu; requires M <= kGemvMaxM. @p isa names one entry of
+//! w4a16_cpu_isas(), or "auto" for the first.
+//! @throws std::invalid_argument on bad sizes or an isa this machine cannot run.
 void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
                     const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
-                    int64_t group_size, DType dtype, int num_threads);
+                    int64_t group_size, DType dtype, int num_threads,
+                    const std::string& isa = "auto");
 
 //! GEMM path of w4a16_linear_cpu: each weight group is unpacked once per tile of rows.
 void w4a16_gemm_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,

@@ -1,4 +1,6 @@
-// CPU W4A16 kernels: OpenMP over 64-column chunks (and row tiles in the GEMM path).
+// CPU W4A16 kernels: OpenMP over column chunks (and row tiles in the GEMM path). The GEMV runs
+// on the best SIMD path of the machine (w4a16_cpu_simd.cpp); the scalar loop here is the
+// reference those paths are tested against, and they return its bits.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -6,6 +8,7 @@
 
 #include "common/float_cpu.h"
 #include "w4a16/w4a16.h"
+#include "w4a16/w4a16_cpu_simd.h"
 #include "w4a16/w4a16_pack.h"
 
 namespace vilau {
@@ -145,6 +148,53 @@ void gemv(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
   }
 }
 
+//! GEMV on a SIMD path: the same column chunks and threads as gemv(), the chunk's sums from
+//! @p chunk_fn (bitwise equal to the scalar loop's, see w4a16_cpu_simd.h).
+template <class T>
+void gemv_simd(w4a16_simd::ChunkFn chunk_fn, const T* x, const int32_t* qweight,
+               const int32_t* qzeros, const Half* scales, const Half* bias, T* y, int64_t m,
+               int64_t k, int64_t n, int64_t group_size, int num_threads) {
+  const std::vector<float> xf = to_float_buffer(x, m * k);
+  const int64_t n_words = n / 8;
+  const int64_t n_chunks = (n_words + kGemvChunkWords - 1) / kGemvChunkWords;
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(scales);
+#pragma omp parallel num_threads(num_threads)
+  {
+    const int64_t cols = 8 * kGemvChunkWords;
+    std::vector<float> acc(m * cols), scratch(2 * cols);
+#pragma omp for schedule(static)
+    for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+      const int64_t word0 = chunk * kGemvChunkWords;
+      const int64_t words = std::min(kGemvChunkWords, n_words - word0);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      chunk_fn(xf.data(), m, k, n, group_size, qweight, qzeros, s, word0, words, acc.data(),
+               cols, scratch.data());
+      store_output(acc.data(), bias, y, m, n, 0, word0 * 8, words * 8, cols);
+    }
+  }
+}
+
+//! The chunk function of a named SIMD path, nullptr for "scalar".
+//! @throws std::invalid_argument if this build or machine cannot run @p isa.
+w4a16_simd::ChunkFn simd_chunk_fn(const std::string& isa) {
+  const std::vector<std::string> isas = w4a16_cpu_isas();
+  const std::string name = isa == "auto" ? isas.front() : isa;
+  if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
+    std::string known;
+    for (const auto& i : isas) known += (known.empty() ? "" : ", ") + i;
+    throw std::invalid_argument("w4a16_gemv: isa '" + isa + "' is not available here (" +
+                                known + ", auto)");
+  }
+#if defined(__x86_64__) || defined(_M_X64)
+  if (name == "avx512") return w4a16_simd::gemv_chunk_avx512;
+  if (name == "avx2") return w4a16_simd::gemv_chunk_avx2;
+#endif
+#if defined(__aarch64__)
+  if (name == "neon") return w4a16_simd::gemv_chunk_neon;
+#endif
+  return nullptr;
+}
+
 template <class T>
 void gemm(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half* scales,
           const Half* bias, T* y, int64_t m, int64_t k, int64_t n, int64_t group_size,
@@ -204,9 +254,22 @@ void check_threads(int num_threads) {
 
 }  // namespace
 
+std::vector<std::string> w4a16_cpu_isas() {
+  std::vector<std::string> isas;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (w4a16_simd::cpu_has_avx512()) isas.push_back("avx512");
+  if (w4a16_simd::cpu_has_avx2()) isas.push_back("avx2");
+#endif
+#if defined(__aarch64__)
+  isas.push_back("neon");  // part of every aarch64 CPU
+#endif
+  isas.push_back("scalar");
+  return isas;
+}
+
 void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
                     const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
-                    int64_t group_size, DType dtype, int num_threads) {
+                    int64_t group_size, DType dtype, int num_threads, const std::string& isa) {
   w4a16_check_sizes(m, k, n, group_size);
   check_threads(num_threads);
   if (m > kGemvMaxM) {
@@ -214,11 +277,18 @@ void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros
                                 " rows exceeds kGemvMaxM = " + std::to_string(kGemvMaxM) +
                                 "; use the GEMM path");
   }
+  const w4a16_simd::ChunkFn chunk_fn = simd_chunk_fn(isa);
   if (m == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    gemv(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
-         static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
+    if (chunk_fn == nullptr) {
+      gemv(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
+           static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
+    } else {
+      gemv_simd(chunk_fn, static_cast<const T*>(x), qweight, qzeros,
+                static_cast<const Half*>(scales), static_cast<const Half*>(bias),
+                static_cast<T*>(y), m, k, n, group_size, num_threads);
+    }
   });
 }
 
