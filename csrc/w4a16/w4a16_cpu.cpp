@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+#ifdef VILAU_WITH_OPENMP
+#include <omp.h>
+#endif
+
 #include "common/float_cpu.h"
 #include "w4a16/w4a16.h"
 #include "w4a16/w4a16_cpu_simd.h"
@@ -19,6 +23,7 @@ constexpr int64_t kWordsPerChunk = 8;                 //!< packed words per colu
 constexpr int64_t kChunkCols = 8 * kWordsPerChunk;    //!< output columns per chunk
 constexpr int64_t kGemmRowTile = 64;                  //!< rows of x per GEMM work item
 constexpr int64_t kGemvChunkWords = 64;               //!< packed words per GEMV column chunk
+constexpr int64_t kSimdGemmMaxM = 64;  //!< largest M the GEMM path serves with SIMD GEMV slabs
 
 //! Codes of packed words [word0, word0 + n_words) of one row, as floats, column order.
 void unpack_codes(const int32_t* row, int64_t word0, int64_t n_words, float* dst) {
@@ -148,28 +153,44 @@ void gemv(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
   }
 }
 
-//! GEMV on a SIMD path: the same column chunks and threads as gemv(), the chunk's sums from
-//! @p chunk_fn (bitwise equal to the scalar loop's, see w4a16_cpu_simd.h).
+//! GEMV on a SIMD path. Each thread owns one contiguous range of packed words and walks the
+//! rows group by group across its whole range (so a group's rows are read as long runs, and the
+//! pages touched at a time stay few), keeping its float32 sums for the range in a buffer.
+//! Bits: those of the scalar loop (see w4a16_cpu_simd.h).
 template <class T>
 void gemv_simd(w4a16_simd::ChunkFn chunk_fn, const T* x, const int32_t* qweight,
                const int32_t* qzeros, const Half* scales, const Half* bias, T* y, int64_t m,
                int64_t k, int64_t n, int64_t group_size, int num_threads) {
   const std::vector<float> xf = to_float_buffer(x, m * k);
   const int64_t n_words = n / 8;
-  const int64_t n_chunks = (n_words + kGemvChunkWords - 1) / kGemvChunkWords;
+  const int64_t n_groups = k / group_size;
   const uint16_t* s = reinterpret_cast<const uint16_t*>(scales);
-#pragma omp parallel num_threads(num_threads)
+  // Ranges are whole multiples of 4 words (32 columns), so SIMD blocks do not straddle threads.
+  const int64_t quads = (n_words + 3) / 4;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, quads)));
+#pragma omp parallel num_threads(threads)
   {
-    const int64_t cols = 8 * kGemvChunkWords;
-    std::vector<float> acc(m * cols), scratch(2 * cols);
-#pragma omp for schedule(static)
-    for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
-      const int64_t word0 = chunk * kGemvChunkWords;
-      const int64_t words = std::min(kGemvChunkWords, n_words - word0);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      chunk_fn(xf.data(), m, k, n, group_size, qweight, qzeros, s, word0, words, acc.data(),
-               cols, scratch.data());
-      store_output(acc.data(), bias, y, m, n, 0, word0 * 8, words * 8, cols);
+#ifdef VILAU_WITH_OPENMP
+    const int64_t tid = omp_get_thread_num();
+    const int64_t nth = omp_get_num_threads();
+#else
+    const int64_t tid = 0;
+    const int64_t nth = 1;
+#endif
+    const int64_t word0 = std::min(n_words, quads * tid / nth * 4);
+    const int64_t word1 = std::min(n_words, quads * (tid + 1) / nth * 4);
+    const int64_t words = word1 - word0;
+    if (words > 0) {
+      const int64_t cols = 8 * words;
+      std::vector<float> acc(m * cols, 0.0f), scratch(16 * kGemvChunkWords);
+      for (int64_t g = 0; g < n_groups; ++g) {
+        for (int64_t c = 0; c < words; c += kGemvChunkWords) {
+          chunk_fn(xf.data(), m, k, n, group_size, qweight, qzeros, s, word0 + c,
+                   std::min(kGemvChunkWords, words - c), acc.data() + 8 * c, cols,
+                   scratch.data(), g, g + 1);
+        }
+      }
+      store_output(acc.data(), bias, y, m, n, 0, word0 * 8, cols, cols);
     }
   }
 }
@@ -298,8 +319,21 @@ void w4a16_gemm_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros
   w4a16_check_sizes(m, k, n, group_size);
   check_threads(num_threads);
   if (m == 0) return;
+  const w4a16_simd::ChunkFn chunk_fn = simd_chunk_fn("auto");
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
+    if (chunk_fn != nullptr && m <= kSimdGemmMaxM) {
+      // Slabs of kGemvMaxM rows through the SIMD GEMV: each slab reads the weights again, and
+      // still beats the tiled kernel below (and dequantize + BLAS) up to kSimdGemmMaxM rows
+      // (bench/RESULTS.md); vilau_rt.ops takes BLAS from W4A16_CPU_BLAS_MIN_M = 65 rows on.
+      for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxM) {
+        gemv_simd(chunk_fn, static_cast<const T*>(x) + r0 * k, qweight, qzeros,
+                  static_cast<const Half*>(scales), static_cast<const Half*>(bias),
+                  static_cast<T*>(y) + r0 * n, std::min(kGemvMaxM, m - r0), k, n, group_size,
+                  num_threads);
+      }
+      return;
+    }
     gemm(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
          static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
   });
@@ -323,6 +357,25 @@ void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const v
   const Half* s = static_cast<const Half*>(scales);
   const int64_t n_groups = k / group_size;
   const int64_t n_words = n / 8;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (dtype != DType::kBFloat16 && w4a16_simd::cpu_has_avx2()) {
+    const bool half_out = dtype == DType::kFloat16;
+    const int64_t elem = half_out ? 2 : 4;
+#pragma omp parallel num_threads(num_threads)
+    {
+      std::vector<float> scratch(2 * n);
+      constexpr int64_t kRows = 64;  // rows per work item (group parameters loaded once each)
+#pragma omp for schedule(static)
+      for (int64_t i0 = 0; i0 < k; i0 += kRows) {
+        w4a16_simd::dequant_rows_avx2(qweight, qzeros, reinterpret_cast<const uint16_t*>(s), i0,
+                                      std::min(k, i0 + kRows), n, group_size,
+                                      static_cast<char*>(w_t) + i0 * n * elem, half_out,
+                                      scratch.data());
+      }
+    }
+    return;
+  }
+#endif
   // Zero points and scales of every group as floats, so that rows can run in parallel and
   // each thread reads and writes whole rows.
   std::vector<float> zero(n_groups * n), scale(n_groups * n);

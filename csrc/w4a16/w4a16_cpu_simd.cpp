@@ -111,12 +111,12 @@ template <int M>
 VILAU_AVX2 void chunk_avx2(const float* x, int64_t k, int64_t n, int64_t group_size,
                            const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
                            int64_t word0, int64_t words, float* acc, int64_t ld_acc,
-                           float* scratch) {
+                           float* scratch, int64_t g0, int64_t g1) {
   constexpr int W = block_words(M);
   const int64_t nw = n / 8;
   float* s = scratch;
   float* nzs = scratch + 8 * words;
-  for (int64_t g = 0; g < k / group_size; ++g) {
+  for (int64_t g = g0; g < g1; ++g) {
     group_params_avx2(qzeros, scales, g, n, word0, words, s, nzs);
     const int32_t* qg = qweight + g * group_size * nw + word0;
     const float* xg = x + g * group_size;
@@ -174,12 +174,12 @@ template <int M>
 VILAU_AVX512 void chunk_avx512(const float* x, int64_t k, int64_t n, int64_t group_size,
                                const int32_t* qweight, const int32_t* qzeros,
                                const uint16_t* scales, int64_t word0, int64_t words, float* acc,
-                               int64_t ld_acc, float* scratch) {
+                               int64_t ld_acc, float* scratch, int64_t g0, int64_t g1) {
   constexpr int W = block_words(M);  // 16-column vectors per block (32 registers)
   const int64_t nw = n / 8;
   float* s = scratch;
   float* nzs = scratch + 8 * words;
-  for (int64_t g = 0; g < k / group_size; ++g) {
+  for (int64_t g = g0; g < g1; ++g) {
     group_params_avx2(qzeros, scales, g, n, word0, words, s, nzs);
     const int32_t* qg = qweight + g * group_size * nw + word0;
     const float* xg = x + g * group_size;
@@ -199,38 +199,80 @@ VILAU_AVX512 void chunk_avx512(const float* x, int64_t k, int64_t n, int64_t gro
   }
 }
 
+
+//! Rows [i0, i1) of W_T, all N columns, into out (row i at out + (i - i0) * N): float32, or
+//! float16 bits when @p half_out. scratch: 2 * N floats.
+VILAU_AVX2 void dequant_rows_avx2_impl(const int32_t* qweight, const int32_t* qzeros,
+                                       const uint16_t* scales, int64_t i0, int64_t i1, int64_t n,
+                                       int64_t group_size, void* out, bool half_out,
+                                       float* scratch) {
+  const __m256i shifts = _mm256_setr_epi32(VILAU_AWQ_SHIFTS);
+  const __m256i mask = _mm256_set1_epi32(0xf);
+  const int64_t nw = n / 8;
+  float* s = scratch;
+  float* nzs = scratch + n;
+  int64_t group = -1;
+  for (int64_t i = i0; i < i1; ++i) {
+    if (i / group_size != group) {
+      group = i / group_size;
+      group_params_avx2(qzeros, scales, group, n, 0, nw, s, nzs);
+    }
+    const int32_t* row = qweight + i * nw;
+    for (int64_t w = 0; w < nw; ++w) {
+      const __m256 v = _mm256_fmadd_ps(codes8(row[w], shifts, mask), _mm256_loadu_ps(s + 8 * w),
+                                       _mm256_loadu_ps(nzs + 8 * w));
+      const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      if (half_out) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) +
+                                                    (i - i0) * n + 8 * w), h);
+      } else {
+        _mm256_storeu_ps(static_cast<float*>(out) + (i - i0) * n + 8 * w, _mm256_cvtph_ps(h));
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void dequant_rows_avx2(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
+                       int64_t i0, int64_t i1, int64_t n, int64_t group_size, void* out,
+                       bool half_out, float* scratch) {
+  dequant_rows_avx2_impl(qweight, qzeros, scales, i0, i1, n, group_size, out, half_out,
+                         scratch);
+}
+
 
 #define VILAU_DISPATCH_M(fn)                                                               \
   switch (m) {                                                                             \
     case 1: fn<1>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                  scratch); break;                                                         \
+                  scratch, g0, g1); break;                                                         \
     case 2: fn<2>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                  scratch); break;                                                         \
+                  scratch, g0, g1); break;                                                         \
     case 3: fn<3>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                  scratch); break;                                                         \
+                  scratch, g0, g1); break;                                                         \
     case 4: fn<4>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                  scratch); break;                                                         \
+                  scratch, g0, g1); break;                                                         \
     case 5: fn<5>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                  scratch); break;                                                         \
+                  scratch, g0, g1); break;                                                         \
     case 6: fn<6>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                  scratch); break;                                                         \
+                  scratch, g0, g1); break;                                                         \
     case 7: fn<7>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                  scratch); break;                                                         \
+                  scratch, g0, g1); break;                                                         \
     default: fn<8>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc, ld_acc, \
-                   scratch); break;                                                        \
+                   scratch, g0, g1); break;                                                        \
   }
 
 void gemv_chunk_avx2(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                      const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
-                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch) {
+                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,
+                     int64_t g0, int64_t g1) {
   VILAU_DISPATCH_M(chunk_avx2)
 }
 
 void gemv_chunk_avx512(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                        const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
                        int64_t word0, int64_t words, float* acc, int64_t ld_acc,
-                       float* scratch) {
+                       float* scratch, int64_t g0, int64_t g1) {
   VILAU_DISPATCH_M(chunk_avx512)
 }
 
@@ -283,12 +325,13 @@ inline void block_neon(const float* xg, int64_t k, const int32_t* q, int64_t nw,
 template <int M>
 void chunk_neon(const float* x, int64_t k, int64_t n, int64_t group_size,
                 const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
-                int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch) {
+                int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,
+                int64_t g0, int64_t g1) {
   constexpr int W = block_words(M) > 2 ? 2 : block_words(M);  // 32 registers of 4 lanes
   const int64_t nw = n / 8;
   float* s = scratch;
   float* nzs = scratch + 8 * words;
-  for (int64_t g = 0; g < k / group_size; ++g) {
+  for (int64_t g = g0; g < g1; ++g) {
     const int32_t* zrow = qzeros + g * nw + word0;
     const uint16_t* srow = scales + g * n + word0 * 8;
     for (int64_t w = 0; w < words; ++w) {
@@ -320,24 +363,25 @@ void chunk_neon(const float* x, int64_t k, int64_t n, int64_t group_size,
 
 void gemv_chunk_neon(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                      const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
-                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch) {
+                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,
+                     int64_t g0, int64_t g1) {
   switch (m) {
     case 1: chunk_neon<1>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                          ld_acc, scratch); break;
+                          ld_acc, scratch, g0, g1); break;
     case 2: chunk_neon<2>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                          ld_acc, scratch); break;
+                          ld_acc, scratch, g0, g1); break;
     case 3: chunk_neon<3>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                          ld_acc, scratch); break;
+                          ld_acc, scratch, g0, g1); break;
     case 4: chunk_neon<4>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                          ld_acc, scratch); break;
+                          ld_acc, scratch, g0, g1); break;
     case 5: chunk_neon<5>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                          ld_acc, scratch); break;
+                          ld_acc, scratch, g0, g1); break;
     case 6: chunk_neon<6>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                          ld_acc, scratch); break;
+                          ld_acc, scratch, g0, g1); break;
     case 7: chunk_neon<7>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                          ld_acc, scratch); break;
+                          ld_acc, scratch, g0, g1); break;
     default: chunk_neon<8>(x, k, n, group_size, qweight, qzeros, scales, word0, words, acc,
-                           ld_acc, scratch); break;
+                           ld_acc, scratch, g0, g1); break;
   }
 }
 

@@ -15,27 +15,37 @@
 namespace vilau {
 namespace w4a16_simd {
 
-//! Signature shared by the paths. @p scratch holds 16 * words floats.
+//! Signature shared by the paths: adds the rows of groups [g0, g1) to acc. @p scratch holds
+//! 16 * words floats.
 using ChunkFn = void (*)(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                          const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
-                         int64_t word0, int64_t words, float* acc, int64_t ld_acc,
-                         float* scratch);
+                         int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,
+                         int64_t g0, int64_t g1);
 
 #if defined(__x86_64__) || defined(_M_X64)
 bool cpu_has_avx2();    //!< AVX2, FMA and F16C at run time
 bool cpu_has_avx512();  //!< AVX-512 F/BW/VL plus the above at run time
 void gemv_chunk_avx2(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                      const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
-                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch);
+                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,
+                     int64_t g0, int64_t g1);
 void gemv_chunk_avx512(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                        const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
-                       int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch);
+                       int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,
+                       int64_t g0, int64_t g1);
+//! Rows [i0, i1) of W_T (all N columns) into out, row i at out + (i - i0) * N: float32, or
+//! float16 bits if @p half_out; bitwise w4a16_dequantize_cpu's values. Needs AVX2 + F16C + FMA.
+//! @p scratch holds 2 * N floats.
+void dequant_rows_avx2(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
+                       int64_t i0, int64_t i1, int64_t n, int64_t group_size, void* out,
+                       bool half_out, float* scratch);
 #endif
 
 #if defined(__aarch64__)
 void gemv_chunk_neon(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                      const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
-                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch);
+                     int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,
+                     int64_t g0, int64_t g1);
 #endif
 
 }  // namespace w4a16_simd
