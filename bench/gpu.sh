@@ -71,6 +71,8 @@ step() {
 }
 
 say "python: $(command -v "$PY") ($("$PY" --version 2>&1)); out: $OUT; dry run: $DRY"
+# console scripts of wheels installed below (cmake, ninja) land next to this Python's others
+PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 
 # ---- offline wheels: each only when its module or command is missing
 if compgen -G "bench/.wheels/*.whl" >/dev/null; then
@@ -136,8 +138,8 @@ fi
 # ---- kernel and fixture parity tests on the device first (the CUDA-parametrized cases; on the
 # CPU of a dry run they skip), then the timings: a wrong kernel makes its timing moot
 step pytest 90 150 "$PY" -m pytest -q -p no:cacheprovider -k cuda \
-  tests/test_w4a16_ops.py tests/test_rvq_ops.py tests/test_sampling_kernels.py \
-  tests/test_native_backend.py >"$OUT/pytest.log" 2>&1
+  tests/test_w4a16_ops.py tests/test_w4a16_cuda_paths.py tests/test_rvq_ops.py \
+  tests/test_sampling_kernels.py tests/test_native_backend.py >"$OUT/pytest.log" 2>&1
 rc=$?
 tail -3 "$OUT/pytest.log"
 # 5: no test selected; anything else non-zero is a failure (124: out of time)

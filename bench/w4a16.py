@@ -146,7 +146,8 @@ def main() -> None:
     for k, n in shapes:
         packed_bytes = k * n // 2 + (k // group) * n * 2.5
         copies = max(1, min(64, int(cold // packed_bytes) + 1))
-        layers = [random_layer(k, n, group, dev, seed=k * 7 + n + c) for c in range(copies)]
+        first = random_layer(k, n, group, dev, seed=k * 7 + n)
+        layers = [first] + [{key: t.clone() for key, t in first.items()} for _ in range(copies - 1)]
         w_float = ops.w4a16_dequantize(**layers[0], group_size=group, out_dtype=act)
         for m in args.rows:
             x = torch.randn(m, k, device=dev, dtype=act)
