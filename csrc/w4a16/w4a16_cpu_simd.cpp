@@ -2,9 +2,9 @@
 // with per-function target attributes so the rest of the library stays baseline x86-64), NEON on
 // aarch64. Semantics and summation order: see w4a16_cpu_simd.h.
 //
-// Loop order: for each group of G rows, for each block of W packed words, the M x W vector
-// accumulators stay in registers over the G rows; a row's cache line (16 words) is reused by the
-// following blocks while the group's G lines sit in L1. Per 8 weights and row of x: broadcast a
+// Loop order: for each group of G rows, for each pass of kRowBlock rows, for each block of W
+// packed words, the M x W vector accumulators stay in registers over the pass's rows; a row's
+// cache line (16 words) is reused by the following blocks while the pass's lines sit in L1. Per 8 weights and row of x: broadcast a
 // packed word, shift each lane by its column's nibble offset, mask, convert, one FMA for
 // (code - zero) * scale (exact: see below), round to float16 and back (F16C), then multiply-add
 // into each row of x. W independent words per block hide the add latency at M = 1.
@@ -12,6 +12,8 @@
 // Exactness of the dequantization: code * scale and zero * scale have at most 4 + 11 bits, so
 // fma(code, scale, -(zero * scale)) is (code - zero) * scale exactly, as the scalar path computes.
 #include "w4a16/w4a16_cpu_simd.h"
+
+#include <algorithm>
 
 #if defined(__x86_64__) || defined(_M_X64)
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wmaybe-uninitialized
@@ -33,6 +35,12 @@ namespace {
 //! Packed words per register block: enough independent accumulators at small M, and at most
 //! 8 (AVX2: 16 registers) accumulators in all.
 constexpr int block_words(int m) { return m <= 2 ? 4 : (m <= 4 ? 2 : 1); }
+
+//! Rows per pass of the register blocks over one cache line's words. Rows a power-of-two
+//! stride apart (N = 4096: 2 KiB) share 2 of the 64 L1 sets; a short pass keeps its lines (8 of
+//! the 16 ways) in L1 until the line's last block has used them. Whole groups (128 rows) per
+//! pass evicted every line before the next block came, and reread it from L2 4 times.
+constexpr int64_t kRowBlock = 8;
 
 }  // namespace
 
@@ -120,14 +128,18 @@ VILAU_AVX2 void chunk_avx2(const float* x, int64_t k, int64_t n, int64_t group_s
     group_params_avx2(qzeros, scales, g, n, word0, words, s, nzs);
     const int32_t* qg = qweight + g * group_size * nw + word0;
     const float* xg = x + g * group_size;
-    int64_t w = 0;
-    for (; w + W <= words; w += W) {
-      block_avx2<M, W>(xg, k, qg + w, nw, group_size, s + 8 * w, nzs + 8 * w, acc + 8 * w,
-                       ld_acc);
-    }
-    for (; w < words; ++w) {
-      block_avx2<M, 1>(xg, k, qg + w, nw, group_size, s + 8 * w, nzs + 8 * w, acc + 8 * w,
-                       ld_acc);
+    for (int64_t r0 = 0; r0 < group_size; r0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, group_size - r0);
+      const int32_t* qr = qg + r0 * nw;
+      int64_t w = 0;
+      for (; w + W <= words; w += W) {
+        block_avx2<M, W>(xg + r0, k, qr + w, nw, rows, s + 8 * w, nzs + 8 * w, acc + 8 * w,
+                         ld_acc);
+      }
+      for (; w < words; ++w) {
+        block_avx2<M, 1>(xg + r0, k, qr + w, nw, rows, s + 8 * w, nzs + 8 * w, acc + 8 * w,
+                         ld_acc);
+      }
     }
   }
 }
@@ -183,18 +195,22 @@ VILAU_AVX512 void chunk_avx512(const float* x, int64_t k, int64_t n, int64_t gro
     group_params_avx2(qzeros, scales, g, n, word0, words, s, nzs);
     const int32_t* qg = qweight + g * group_size * nw + word0;
     const float* xg = x + g * group_size;
-    int64_t w = 0;
-    for (; w + 2 * W <= words; w += 2 * W) {
-      block_avx512<M, W>(xg, k, qg + w, nw, group_size, s + 8 * w, nzs + 8 * w, acc + 8 * w,
+    for (int64_t r0 = 0; r0 < group_size; r0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, group_size - r0);
+      const int32_t* qr = qg + r0 * nw;
+      int64_t w = 0;
+      for (; w + 2 * W <= words; w += 2 * W) {
+        block_avx512<M, W>(xg + r0, k, qr + w, nw, rows, s + 8 * w, nzs + 8 * w, acc + 8 * w,
+                           ld_acc);
+      }
+      for (; w + 2 <= words; w += 2) {
+        block_avx512<M, 1>(xg + r0, k, qr + w, nw, rows, s + 8 * w, nzs + 8 * w, acc + 8 * w,
+                           ld_acc);
+      }
+      for (; w < words; ++w) {  // an odd last word
+        block_avx2<M, 1>(xg + r0, k, qr + w, nw, rows, s + 8 * w, nzs + 8 * w, acc + 8 * w,
                          ld_acc);
-    }
-    for (; w + 2 <= words; w += 2) {
-      block_avx512<M, 1>(xg, k, qg + w, nw, group_size, s + 8 * w, nzs + 8 * w, acc + 8 * w,
-                         ld_acc);
-    }
-    for (; w < words; ++w) {  // an odd last word
-      block_avx2<M, 1>(xg, k, qg + w, nw, group_size, s + 8 * w, nzs + 8 * w, acc + 8 * w,
-                       ld_acc);
+      }
     }
   }
 }
@@ -347,14 +363,18 @@ void chunk_neon(const float* x, int64_t k, int64_t n, int64_t group_size,
     }
     const int32_t* qg = qweight + g * group_size * nw + word0;
     const float* xg = x + g * group_size;
-    int64_t w = 0;
-    for (; w + W <= words; w += W) {
-      block_neon<M, W>(xg, k, qg + w, nw, group_size, s + 8 * w, nzs + 8 * w, acc + 8 * w,
-                       ld_acc);
-    }
-    for (; w < words; ++w) {
-      block_neon<M, 1>(xg, k, qg + w, nw, group_size, s + 8 * w, nzs + 8 * w, acc + 8 * w,
-                       ld_acc);
+    for (int64_t r0 = 0; r0 < group_size; r0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, group_size - r0);
+      const int32_t* qr = qg + r0 * nw;
+      int64_t w = 0;
+      for (; w + W <= words; w += W) {
+        block_neon<M, W>(xg + r0, k, qr + w, nw, rows, s + 8 * w, nzs + 8 * w, acc + 8 * w,
+                         ld_acc);
+      }
+      for (; w < words; ++w) {
+        block_neon<M, 1>(xg + r0, k, qr + w, nw, rows, s + 8 * w, nzs + 8 * w, acc + 8 * w,
+                         ld_acc);
+      }
     }
   }
 }
