@@ -4,6 +4,8 @@ Environment variables:
   VILAU_RT_CUDA=0|1          0: CPU kernels only. 1: require CUDA (fail if no nvcc).
                              Unset: CUDA kernels when nvcc is found (CUDA_HOME/bin or PATH).
   VILAU_RT_CUDA_ARCHS        CUDA architectures, CMake syntax (default "80;86;87;89;90").
+  VILAU_CUBLAS_HINTS         folders with include/cublas_v2.h and lib/libcublas* when the CUDA
+                             toolkit has no cuBLAS (default: pip's nvidia/cu13 or nvidia/cublas).
   CMAKE_BUILD_PARALLEL_LEVEL parallel compile jobs (default: number of CPUs).
 """
 
@@ -52,6 +54,18 @@ def _cuda_compiler() -> str | None:
     return nvcc
 
 
+def _cublas_hints() -> list[str]:
+    """Folders of pip's nvidia wheels (torch's CUDA dependencies) that hold cuBLAS, for
+    toolkits installed without it: nvidia/cu13 (CUDA 13 wheels) or nvidia/cublas (CUDA 12)."""
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    roots.update(site.getsitepackages())
+    found = {h.parent.parent for r in roots for h in Path(r).glob("nvidia/*/include/cublas_v2.h")}
+    return sorted(str(p) for p in found)
+
+
 class CMakeBuild(build_ext):
     """Configures and builds CMakeLists.txt, writing the module where setuptools expects it."""
 
@@ -76,6 +90,9 @@ class CMakeBuild(build_ext):
         if nvcc:
             archs = os.environ.get("VILAU_RT_CUDA_ARCHS", DEFAULT_CUDA_ARCHS)
             args += [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DVILAU_CUDA_ARCHS={archs}"]
+            hints = os.environ.get("VILAU_CUBLAS_HINTS") or ";".join(_cublas_hints())
+            if hints:
+                args.append(f"-DVILAU_CUBLAS_HINTS={hints}")
         if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
             args += ["-G", "Ninja"]
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 1)

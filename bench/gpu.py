@@ -58,9 +58,17 @@ class SectionTimeout(Exception):
     pass
 
 
+def save(results: dict, out: Path) -> None:
+    """(Re)write bench.json, so that a run cut short still leaves every finished section."""
+    tmp = out / "bench.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    tmp.replace(out / "bench.json")
+
+
 @contextlib.contextmanager
-def budget(results: dict, name: str, seconds: float):
-    """Run a section for at most ``seconds``; record its status and wall time in results."""
+def budget(results: dict, name: str, seconds: float, out: Path):
+    """Run a section for at most ``seconds``; record its status and wall time in results and
+    rewrite bench.json in ``out``."""
 
     def expire(signum, frame):
         raise SectionTimeout(f"{name} ran past its {seconds:.0f} s budget")
@@ -86,6 +94,7 @@ def budget(results: dict, name: str, seconds: float):
             "status": status,
             "wall_s": round(time.perf_counter() - t0, 2),
         }
+        save(results, out)
 
 
 def sync(device):
@@ -102,18 +111,26 @@ def random_model(cfg, device, dtype) -> VilaU:
     with torch.device("meta"):
         model = VilaU(cfg)
     model = model.to(dtype).to_empty(device=device).eval()
-    gen = torch.Generator(device=device).manual_seed(0)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    fill_random_(model, torch.Generator(device=device).manual_seed(0))
+    return model
+
+
+@torch.no_grad()
+def fill_random_(module: torch.nn.Module, gen: torch.Generator) -> None:
+    """Random values that keep activations O(1) through every layer (fp16 must not overflow)."""
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         if not t.is_floating_point() or t.numel() == 0:
             continue
-        if name.endswith("norm.weight") or ".ln" in name and name.endswith("weight"):
+        if ("norm" in name or ".ln" in name) and name.endswith("weight"):  # norm1, layer_norm2..
             t.normal_(1.0, 0.02, generator=gen)
         elif "codebooks" in name:
             t.normal_(0.0, 0.5, generator=gen)
+        elif t.dim() == 1:  # biases and the like: small, as export/checkpoint_writer.py does
+            t.normal_(0.0, 0.02, generator=gen)
         else:
-            fan_in = t.shape[-1] if t.dim() > 1 else 50
-            t.normal_(0.0, fan_in**-0.5, generator=gen)
-    return model
+            # fan-in is every input of one output: in_channels x kernel for a conv. The kernel
+            # width alone let the pixel decoder's activations grow to ~1e12 and overflow fp16.
+            t.normal_(0.0, t[0].numel() ** -0.5, generator=gen)
 
 
 def prompt_ids(n_tokens: int, vocab: int, seed: int) -> torch.Tensor:
@@ -280,18 +297,20 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "build": _C.build_info(),
         "preset": "tiny-256" if smoke else "7b-256",
+        "complete": False,
     }
+    section = functools.partial(budget, results, out=args.out)
     S = 1.0 if not smoke else 0.5  # section budgets scale
 
     if not (smoke or args.skip_checks):
-        with budget(results, "checks", args.pytest_timeout + 10):
+        with section("checks", args.pytest_timeout + 10):
             run_checks(results, args)
 
-    with budget(results, "bandwidth", 30):
+    with section("bandwidth", 30):
         bw = copy_bandwidth(device, (1 << 20) * (16 if smoke else 2048))
         results["copy_bandwidth_GBps"] = bw / 1e9
 
-    with budget(results, "build_model", 45 * S):
+    with section("build_model", 45 * S):
         torch.manual_seed(0)
         model = random_model(cfg, device, dtype)
         sync(device)
@@ -306,13 +325,13 @@ def main(argv=None) -> int:
         generator=torch.Generator(device=device).manual_seed(0),
     )  # fmt: skip
 
-    with budget(results, "eager_decode", 40 * S):
+    with section("eager_decode", 40 * S):
         decode_rate(eager, prefill, 4)  # warm-up
         results["eager_fp16"] = decode_rate(eager, prefill, n_decode // 2)
-    with budget(results, "eager_ttft", 15 * S):
+    with section("eager_ttft", 15 * S):
         time_to_first_token(eager, pixels, text)
         results["eager_ttft_s"] = time_to_first_token(eager, pixels, text)
-    with budget(results, "eager_image", 45 * S):
+    with section("eager_image", 45 * S):
         n_pos = min(args.eager_positions, cfg.tokens_per_image)
         step = functools.partial(official_depth_step, model, sample=official)
         image_codes(eager, prompt, 2, official, step)  # warm-up
@@ -327,28 +346,28 @@ def main(argv=None) -> int:
             "image_s_extrapolated": per_pos * cfg.tokens_per_image,
         }
 
-    with budget(results, "quantize", 60 * S):
+    with section("quantize", 60 * S):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         native = NativeBackend.from_model(model, quantize_llm=True, group_size=group)
         sync(device)
-    with budget(results, "native_check", 25 * S):
+    with section("native_check", 25 * S):
         # the native depth loop (graph on CUDA) gives the eager module's greedy codes
         hidden = torch.randn(2, cfg.llm.hidden_size, device=device, dtype=dtype)
         ref_codes, _ = TorchBackend(model).depth_generate(hidden, 3.0, greedy_codes)
         for _ in range(2):  # first call captures, second replays
             codes, _ = native.depth_generate(hidden, 3.0, greedy_codes)
         results["native_depth_greedy_equal"] = bool(torch.equal(codes, ref_codes))
-    with budget(results, "native_decode", 40 * S):
+    with section("native_decode", 40 * S):
         # one batch-1 cache that fits the decode and the TTFT prompt: no reallocation (and no
         # graph recapture) inside a timed region
         native.setup_cache(1, 1 + cfg.tokens_per_image + len(text) + n_decode)
         decode_rate(native, prefill, n_decode)  # captures the batch-1 graph
         results["native_int4"] = decode_rate(native, prefill, n_decode)
-    with budget(results, "native_ttft", 15 * S):
+    with section("native_ttft", 15 * S):
         time_to_first_token(native, pixels, text)
         results["native_ttft_s"] = min(time_to_first_token(native, pixels, text) for _ in range(3))
-    with budget(results, "native_image", 60 * S):
+    with section("native_image", 60 * S):
         sampling = CodeSampling(temperature=1.0, top_k=900, top_p=0.96, seed=0)
         native.setup_cache(prompt[0].shape[0], prompt[0].shape[1] + cfg.tokens_per_image)
         image_codes(native, prompt, 2, sampling)  # captures the batch-2 and depth graphs
@@ -365,6 +384,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         results["peak_gpu_memory_GiB"] = torch.cuda.max_memory_allocated(device) / 2**30
 
+    results["complete"] = True
     summarise(results, cfg, args.out)
     return 0 if all(s["status"] == "ok" for s in results["sections"].values()) else 1
 
@@ -399,7 +419,7 @@ def summarise(results: dict, cfg, out: Path) -> None:
         "image_ge_10x_eager": eimg >= 10 * img,
         "ttft_le_25ms": ttft <= 0.025,
     }
-    (out / "bench.json").write_text(json.dumps(r, indent=2, default=str))
+    save(r, out)
     rows = [
         ("copy bandwidth", f"{bw / 1e9:.0f} GB/s", ""),
         ("decode native INT4 (tok/s)", f"{nat:.1f}",

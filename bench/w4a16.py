@@ -2,15 +2,20 @@
 
 Floor (counted first): a W4A16 layer must read its packed weights once,
   K*N/2 B (codes) + K/G*N*2 B (fp16 scales) + K/G*N/2 B (4-bit zeros) + activations,
-and that over the memory bandwidth measured in the same run (a large tensor copy: read + write
+and that over the memory bandwidth measured in the same run (a 1 GiB tensor copy: read + write
 bytes / time) is the shortest possible time at small M (GEMV). At large M the arithmetic
-(2*M*K*N flops) dominates instead; the table gives both and the ratio floor / ours.
+(2*M*K*N flops) dominates instead; the table gives the bytes floor and the ratio floor / ours.
 
-Baselines in the same run: torch float32 matmul with a float weight (4x the bytes of fp16 INT4's
-8x), and the two-step path a runtime without a W4A16 kernel takes (our dequantize to the
-activation dtype, then torch matmul).
+Caches: a 7B layer (8.4 to 22.5 MB packed) fits in a CPU's L3 or an H200's L2, while a real
+decode streams 32 layers from memory. Every timed call therefore reads a different copy of the
+layer, rotating over enough copies to exceed ``--cold-bytes`` (default 256 MiB).
 
-Usage: ``python bench/w4a16.py [--device cpu|cuda] [--repeat N] [--json FILE]``
+Timing: CUDA events around ``--calls`` back-to-back calls (default 50) after a warm-up, per
+call = total / calls; on the CPU the median of ``--calls`` individually timed calls.
+On the CPU the GEMV rows also time each instruction-set path of the kernel (``scalar`` is the
+reference implementation every SIMD path is tested against), with the thread count printed.
+
+Usage: ``python bench/w4a16.py [--device cpu|cuda] [--rows 1 16] [--json FILE] [--smoke]``
 """
 
 from __future__ import annotations
@@ -18,41 +23,49 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 
 import torch
 
+from vilau_rt import _C
 from vilau_rt.ops import kernels
 
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096)]  # (K, N): q/k/v/o, gate/up, down
+SMOKE_SHAPES = [(256, 128), (512, 256)]
 ROWS = [1, 2, 16, 128]
 
 
-def bandwidth(device: torch.device) -> float:
-    """Bytes / s of a large copy (read + write counted)."""
-    src = torch.empty(256 << 20, dtype=torch.uint8, device=device)
+def bandwidth(device: torch.device, n_bytes: int) -> float:
+    """Bytes / s of a large copy (read + write counted), median of 5."""
+    src = torch.ones(n_bytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    t = timed(lambda: dst.copy_(src), device, 5)
-    return 2 * src.numel() / t
+    return 2 * n_bytes / timed(lambda i: dst.copy_(src), device, 5)
 
 
-def timed(fn, device: torch.device, repeat: int) -> float:
-    """Best-of-repeat wall time of fn() in seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+def timed(fn, device: torch.device, calls: int) -> float:
+    """Seconds per call of fn(i), i = 0..calls-1 (see the module docstring)."""
+    fn(0)  # warm-up (and, on CUDA, lazy initialisation)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        for i in range(calls):
+            fn(i)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / calls
+    times = []
+    for i in range(calls):
         t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
-def random_layer(k: int, n: int, group: int, device: torch.device) -> dict:
-    g = torch.Generator().manual_seed(k * 7 + n)
+def random_layer(k: int, n: int, group: int, device: torch.device, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
     qweight = torch.randint(-(2**31), 2**31 - 1, (k, n // 8), generator=g, dtype=torch.int32)
     qzeros = torch.randint(
         -(2**31), 2**31 - 1, (k // group, n // 8), generator=g, dtype=torch.int32
@@ -65,54 +78,98 @@ def random_layer(k: int, n: int, group: int, device: torch.device) -> dict:
     }
 
 
+def gemv_isa(isa: str, x: torch.Tensor, layer: dict, group: int, threads: int) -> torch.Tensor:
+    """One forced instruction-set path of the CPU GEMV (x float32 [M, K], M <= GEMV max)."""
+    m, k = x.shape
+    n = layer["scales"].shape[1]
+    y = torch.empty(m, n)
+    _C.w4a16_gemv_cpu(
+        x.data_ptr(), layer["qweight"].data_ptr(), layer["qzeros"].data_ptr(),
+        layer["scales"].data_ptr(), 0, y.data_ptr(), m, k, n, group, 0, threads, isa,
+    )  # fmt: skip
+    return y
+
+
+def measure(x, layers, w_float, group, isas, threads, calls, baselines) -> dict:
+    """Milliseconds per call of our op (and baselines, and each CPU GEMV path) on x."""
+    dev, act, copies = x.device, x.dtype, len(layers)
+
+    def ours(i):
+        return kernels.w4a16_linear(x, **layers[i % copies], bias=None, group_size=group)
+
+    def matmul(i):  # one float weight: it stays in cache, a flattering baseline
+        return x @ w_float
+
+    def two_step(i):
+        w = kernels.w4a16_dequantize(**layers[i % copies], group_size=group, out_dtype=act)
+        return x @ w
+
+    row = {"ours_ms": 1e3 * timed(ours, dev, calls)}
+    if baselines:
+        row["torch_matmul_ms"] = 1e3 * timed(matmul, dev, calls)
+        row["dequant_matmul_ms"] = 1e3 * timed(two_step, dev, calls)
+    if x.shape[0] <= _C.W4A16_GEMV_MAX_M:
+        for isa in isas:
+            t = timed(lambda i, isa=isa: gemv_isa(isa, x, layers[i % copies], group, threads),
+                      dev, calls)  # fmt: skip
+            row[f"gemv_{isa}_ms"] = 1e3 * t
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--calls", type=int, default=50, help="timed calls per measurement")
     p.add_argument("--group-size", type=int, default=128)
-    p.add_argument("--rows", type=int, nargs="*", default=ROWS)
+    p.add_argument("--rows", type=int, nargs="*", default=ROWS, help="values of M")
+    p.add_argument("--cold-bytes", type=float, default=256 * 2**20,
+                   help="rotate over layer copies totalling at least this many bytes")  # fmt: skip
+    p.add_argument("--no-baselines", action="store_true", help="time our kernel only")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, 3 calls: a dry run")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
     dev = torch.device(args.device)
+    shapes = SMOKE_SHAPES if args.smoke else SHAPES
+    calls = 3 if args.smoke else args.calls
+    group = 64 if args.smoke else args.group_size
+    cold = 4 * 2**20 if args.smoke else args.cold_bytes
     act = torch.float16 if dev.type == "cuda" else torch.float32
-    bw = bandwidth(dev)
+    threads = torch.get_num_threads()
+    bw = bandwidth(dev, (16 if args.smoke else 1024) * 2**20)
+    isas = _C.w4a16_cpu_isas() if dev.type == "cpu" else []
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
-    print(f"machine: {platform.machine()} {name or ''}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, activations {act}, copy bandwidth {bw / 1e9:.1f} GB/s")  # fmt: skip
+    head = {"machine": f"{platform.machine()} {name or ''}".strip(), "device": str(dev),
+            "threads": threads, "torch": torch.__version__, "activations": str(act),
+            "bandwidth_GBs": bw / 1e9, "cpu_isas": isas, "build": _C.build_info(),
+            "calls": calls, "group_size": group}  # fmt: skip
+    print(json.dumps(head))
     rows = []
-    for k, n in SHAPES:
-        layer = random_layer(k, n, args.group_size, dev)
-        w_float = kernels.w4a16_dequantize(**layer, group_size=args.group_size, out_dtype=act)
-        packed_bytes = k * n // 2 + (k // args.group_size) * n * 2.5
+    for k, n in shapes:
+        packed_bytes = k * n // 2 + (k // group) * n * 2.5
+        copies = max(1, min(64, int(cold // packed_bytes) + 1))
+        first = random_layer(k, n, group, dev, seed=k * 7 + n)
+        layers = [first] + [{key: t.clone() for key, t in first.items()} for _ in range(copies - 1)]
+        w_float = kernels.w4a16_dequantize(**layers[0], group_size=group, out_dtype=act)
         for m in args.rows:
             x = torch.randn(m, k, device=dev, dtype=act)
-
-            def ours(x=x, layer=layer, g=args.group_size):
-                return kernels.w4a16_linear(x, **layer, bias=None, group_size=g)
-
-            def matmul(x=x, w=w_float):
-                return x @ w
-
-            def two_step(x=x, layer=layer, g=args.group_size):
-                return x @ kernels.w4a16_dequantize(**layer, group_size=g, out_dtype=act)
-
-            t_ours, t_mm, t_two = (timed(f, dev, args.repeat) for f in (ours, matmul, two_step))
             floor = (packed_bytes + (m * k + m * n) * x.element_size()) / bw
-            rows.append(
-                {"K": k, "N": n, "M": m, "ours_ms": 1e3 * t_ours, "torch_matmul_ms": 1e3 * t_mm,
-                 "dequant_matmul_ms": 1e3 * t_two, "bytes_floor_ms": 1e3 * floor,
-                 "floor_over_ours": floor / t_ours, "matmul_over_ours": t_mm / t_ours}
-            )  # fmt: skip
-    head = "| K x N | M | ours ms | torch matmul ms | dequant+matmul ms | bytes floor ms | floor/ours | matmul/ours |"
-    print(head)
-    print("|" + "---|" * 8)
+            row = {"K": k, "N": n, "M": m, "copies": copies, "bytes_floor_ms": 1e3 * floor,
+                   **measure(x, layers, w_float, group, isas, threads, calls,
+                             not args.no_baselines)}  # fmt: skip
+            row["floor_over_ours"] = floor / (row["ours_ms"] / 1e3)
+            rows.append(row)
+            print(json.dumps({key: round(v, 4) if isinstance(v, float) else v
+                              for key, v in row.items()}))  # fmt: skip
+            if args.json:  # rewritten after every row: a run cut short keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump({**head, "rows": rows}, f, indent=2)
+    cols = ["ours_ms", "torch_matmul_ms", "dequant_matmul_ms", *(f"gemv_{i}_ms" for i in isas)]
+    print("| K x N | M | bytes floor ms | " + " | ".join(cols) + " | floor/ours |")
+    print("|" + "---|" * (len(cols) + 4))
     for r in rows:
-        print(f"| {r['K']}x{r['N']} | {r['M']} | {r['ours_ms']:.3f} | {r['torch_matmul_ms']:.3f} | "
-              f"{r['dequant_matmul_ms']:.3f} | {r['bytes_floor_ms']:.3f} | "
-              f"{r['floor_over_ours']:.2f} | {r['matmul_over_ours']:.2f} |")  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"bandwidth_GBs": bw / 1e9, "device": str(dev), "rows": rows}, f, indent=2)
+        vals = " | ".join(f"{r[c]:.3f}" if c in r else "-" for c in cols)
+        print(f"| {r['K']}x{r['N']} | {r['M']} | {r['bytes_floor_ms']:.3f} | {vals} | "
+              f"{r['floor_over_ours']:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

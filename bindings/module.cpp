@@ -15,6 +15,14 @@ bool with_cuda() {
 #endif
 }
 
+bool with_cublas() {
+#ifdef VILAU_WITH_CUBLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
 bool with_openmp() {
 #ifdef VILAU_WITH_OPENMP
   return true;
@@ -51,12 +59,14 @@ PYBIND11_MODULE(_C, m) {
         py::dict info;
         info["cuda"] = with_cuda();
         info["cuda_archs"] = VILAU_CUDA_ARCHS;
+        info["cublas"] = with_cublas();
         info["openmp"] = with_openmp();
         info["version"] = VILAU_RT_VERSION;
         return info;
       },
       "How this module was built: {'cuda': CUDA kernels compiled, 'cuda_archs': comma-separated "
-      "CUDA architectures ('' without CUDA), 'openmp': CPU kernels use OpenMP, 'version': package "
+      "CUDA architectures ('' without CUDA), 'cublas': the CUDA W4A16 prefill GEMM runs on "
+      "cuBLAS, 'openmp': CPU kernels use OpenMP, 'version': package "
       "version}.");
   m.def("cuda_device_count", &cuda_device_count,
         "Number of CUDA devices the statically linked CUDA runtime sees; 0 without a driver or "

@@ -1,5 +1,8 @@
 // Bindings of csrc/w4a16.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
 
 #include "bindings/bindings.h"
 #include "w4a16/w4a16.h"
@@ -10,6 +13,7 @@ namespace vilau {
 
 void bind_w4a16(py::module_& m) {
   m.attr("W4A16_GEMV_MAX_M") = kGemvMaxM;
+  m.attr("W4A16_CUBLAS_MIN_M") = kCublasMinM;
 
   m.def(
       "w4a16_linear_cpu",
@@ -32,6 +36,30 @@ void bind_w4a16(py::module_& m) {
       py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
       py::arg("dtype"), py::arg("num_threads"));
 
+  m.def("w4a16_cpu_isas", &w4a16_cpu_isas,
+        "Instruction-set paths of the CPU W4A16 GEMV this machine runs, fastest first; the last "
+        "is 'scalar', the reference the others return the bits of.");
+
+  m.def(
+      "w4a16_gemv_cpu",
+      [](std::uintptr_t x, std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales,
+         std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k, int64_t n,
+         int64_t group_size, int dtype, int num_threads, const std::string& isa) {
+        const DType dt = dtype_from_code(dtype, "w4a16_gemv_cpu dtype");
+        py::gil_scoped_release release;
+        w4a16_gemv_cpu(address<const void>(x, "x", m == 0),
+                       address<const int32_t>(qweight, "qweight"),
+                       address<const int32_t>(qzeros, "qzeros"),
+                       address<const void>(scales, "scales"),
+                       address<const void>(bias, "bias", true), address<void>(y, "y", m == 0), m,
+                       k, n, group_size, dt, num_threads, isa);
+      },
+      "The GEMV path of w4a16_linear_cpu (M <= W4A16_GEMV_MAX_M) on one instruction-set path: "
+      "an entry of w4a16_cpu_isas() or 'auto' (the first).",
+      py::arg("x"), py::arg("qweight"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"),
+      py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
+      py::arg("dtype"), py::arg("num_threads"), py::arg("isa") = "auto");
+
   m.def(
       "w4a16_dequantize_cpu",
       [](std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales, std::uintptr_t w_t,
@@ -48,10 +76,26 @@ void bind_w4a16(py::module_& m) {
       py::arg("n"), py::arg("group_size"), py::arg("dtype"), py::arg("num_threads"));
 
   m.def(
+      "w4a16_linear_cuda_workspace_bytes",
+      [](int64_t m, int64_t k, int64_t n, int64_t group_size, int dtype) -> int64_t {
+#ifdef VILAU_WITH_CUDA
+        return w4a16_linear_cuda_workspace_bytes(
+            m, k, n, group_size, dtype_from_code(dtype, "w4a16_linear_cuda_workspace_bytes dtype"));
+#else
+        (void)m, (void)k, (void)n, (void)group_size, (void)dtype;
+        no_cuda("w4a16_linear_cuda_workspace_bytes");
+#endif
+      },
+      "Bytes of device workspace w4a16_linear_cuda needs at full speed for these sizes on the "
+      "current device (0: none).",
+      py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"), py::arg("dtype"));
+
+  m.def(
       "w4a16_linear_cuda",
       [](std::uintptr_t x, std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales,
          std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k, int64_t n,
-         int64_t group_size, int dtype, std::uintptr_t stream) {
+         int64_t group_size, int dtype, std::uintptr_t stream, std::uintptr_t workspace,
+         int64_t workspace_bytes) {
 #ifdef VILAU_WITH_CUDA
         const DType dt = dtype_from_code(dtype, "w4a16_linear_cuda dtype");
         py::gil_scoped_release release;
@@ -60,16 +104,21 @@ void bind_w4a16(py::module_& m) {
                           address<const int32_t>(qzeros, "qzeros"),
                           address<const void>(scales, "scales"),
                           address<const void>(bias, "bias", true), address<void>(y, "y", m == 0),
-                          m, k, n, group_size, dt, as_stream(stream));
+                          m, k, n, group_size, dt, as_stream(stream),
+                          address<void>(workspace, "workspace", true), workspace_bytes);
 #else
         (void)x, (void)qweight, (void)qzeros, (void)scales, (void)bias, (void)y, (void)m, (void)k;
-        (void)n, (void)group_size, (void)dtype, (void)stream;
+        (void)n, (void)group_size, (void)dtype, (void)stream, (void)workspace;
+        (void)workspace_bytes;
         no_cuda("w4a16_linear_cuda");
 #endif
       },
-      "CUDA w4a16_linear_cpu on a stream (device addresses).", py::arg("x"), py::arg("qweight"),
-      py::arg("qzeros"), py::arg("scales"), py::arg("bias"), py::arg("y"), py::arg("m"),
-      py::arg("k"), py::arg("n"), py::arg("group_size"), py::arg("dtype"), py::arg("stream"));
+      "CUDA w4a16_linear_cpu on a stream (device addresses). workspace: device memory of "
+      "workspace_bytes (see w4a16_linear_cuda_workspace_bytes; 0 runs kernels that need none).",
+      py::arg("x"), py::arg("qweight"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"),
+      py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
+      py::arg("dtype"), py::arg("stream"), py::arg("workspace") = 0,
+      py::arg("workspace_bytes") = 0);
 
   m.def(
       "w4a16_dequantize_cuda",

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "common/dtype.h"
 
@@ -26,6 +28,10 @@ namespace vilau {
 //! Every caller that chooses a path uses this constant.
 constexpr int64_t kGemvMaxM = 8;
 
+//! Smallest M that takes the cuBLAS tensor-core path on CUDA (float16 x only); M in
+//! (kGemvMaxM, kCublasMinM) and other dtypes take the tiled GEMM kernel.
+constexpr int64_t kCublasMinM = 17;
+
 //! Checks M, K, N and G against the format.
 //! @throws std::invalid_argument naming the bad value (M >= 0, K >= 1, N >= 8 with N % 8 == 0,
 //!         G >= 1 with K % G == 0).
@@ -38,10 +44,19 @@ void w4a16_linear_cpu(const void* x, const int32_t* qweight, const int32_t* qzer
                       const void* scales, const void* bias, void* y, int64_t m, int64_t k,
                       int64_t n, int64_t group_size, DType dtype, int num_threads);
 
-//! GEMV path of w4a16_linear_cpu; requires M <= kGemvMaxM.
+//! Instruction-set paths of the CPU GEMV that this machine can run, fastest first; the last
+//! is always "scalar", the portable reference every other path is tested against.
+//! Possible names: "avx512" (AVX-512F/BW/VL + F16C + FMA), "avx2" (AVX2 + F16C + FMA), "neon"
+//! (aarch64), "scalar".
+std::vector<std::string> w4a16_cpu_isas();
+
+//! GEMV path of w4a16_linear_cpu; requires M <= kGemvMaxM. @p isa names one entry of
+//! w4a16_cpu_isas(), or "auto" for the first.
+//! @throws std::invalid_argument on bad sizes or an isa this machine cannot run.
 void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
                     const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
-                    int64_t group_size, DType dtype, int num_threads);
+                    int64_t group_size, DType dtype, int num_threads,
+                    const std::string& isa = "auto");
 
 //! GEMM path of w4a16_linear_cpu: each weight group is unpacked once per tile of rows.
 void w4a16_gemm_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
@@ -55,27 +70,60 @@ void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const v
                           int num_threads);
 
 #ifdef VILAU_WITH_CUDA
-//! CUDA w4a16_linear_cpu on @p stream (device pointers).
-//! @throws std::invalid_argument on bad sizes; std::runtime_error if a launch fails.
+//! Bytes of device workspace that w4a16_linear_cuda uses to run at full speed for these sizes
+//! on the current device (0 when it needs none): split-K partial sums of the GEMV, or the
+//! cuBLAS path's float32 sums and float16 weight tile.
+//! @throws std::invalid_argument on bad sizes.
+int64_t w4a16_linear_cuda_workspace_bytes(int64_t m, int64_t k, int64_t n, int64_t group_size,
+                                          DType dtype);
+
+//! CUDA w4a16_linear_cpu on @p stream (device pointers). @p workspace: device memory of
+//! @p workspace_bytes (>= w4a16_linear_cuda_workspace_bytes for full speed; with less, or
+//! nullptr, the same result comes from kernels that need none: GEMV without split-K, tiled GEMM).
+//! @throws std::invalid_argument on bad sizes; std::runtime_error if a launch or cuBLAS fails.
 void w4a16_linear_cuda(const void* x, const int32_t* qweight, const int32_t* qzeros,
                        const void* scales, const void* bias, void* y, int64_t m, int64_t k,
-                       int64_t n, int64_t group_size, DType dtype, cudaStream_t stream);
+                       int64_t n, int64_t group_size, DType dtype, cudaStream_t stream,
+                       void* workspace = nullptr, int64_t workspace_bytes = 0);
 
-//! GEMV kernel (M <= kGemvMaxM): each thread owns one packed word (8 output columns) and a
-//! slice of K; partial sums are reduced across the block.
+//! Workspace of w4a16_gemv_cuda's split-K plan (0 for one split).
+int64_t w4a16_gemv_cuda_workspace_bytes(int64_t m, int64_t k, int64_t n, int64_t group_size);
+
+//! GEMV kernel (M <= kGemvMaxM): 16-byte weight loads, K split over blocks so every SM streams
+//! (see w4a16_gemv_cuda.cu for the layout, the alignment it needs and its bytes floor).
 void w4a16_gemv_cuda(const void* x, const int32_t* qweight, const int32_t* qzeros,
                      const void* scales, const void* bias, void* y, int64_t m, int64_t k,
-                     int64_t n, int64_t group_size, DType dtype, cudaStream_t stream);
+                     int64_t n, int64_t group_size, DType dtype, cudaStream_t stream,
+                     void* workspace = nullptr, int64_t workspace_bytes = 0);
 
 //! Tiled GEMM kernel (64 x 64 output tiles, weights dequantized into shared memory on load).
 void w4a16_gemm_cuda(const void* x, const int32_t* qweight, const int32_t* qzeros,
                      const void* scales, const void* bias, void* y, int64_t m, int64_t k,
                      int64_t n, int64_t group_size, DType dtype, cudaStream_t stream);
 
+#ifdef VILAU_WITH_CUBLAS
+//! Workspace of w4a16_gemm_cublas: float32 [M, N] + float16 [tile rows, N], 256-byte aligned.
+int64_t w4a16_gemm_cublas_workspace_bytes(int64_t m, int64_t k, int64_t n);
+
+//! float16 GEMM on tensor cores: W_T dequantized tile by tile into @p workspace (of at least
+//! w4a16_gemm_cublas_workspace_bytes), cuBLAS fp16 x fp16 -> fp32, bias, one rounding.
+//! @throws std::runtime_error if cuBLAS fails.
+void w4a16_gemm_cublas(const void* x, const int32_t* qweight, const int32_t* qzeros,
+                       const void* scales, const void* bias, void* y, int64_t m, int64_t k,
+                       int64_t n, int64_t group_size, cudaStream_t stream, void* workspace);
+#endif
+
 //! CUDA w4a16_dequantize_cpu on @p stream.
 void w4a16_dequantize_cuda(const int32_t* qweight, const int32_t* qzeros, const void* scales,
                            void* w_t, int64_t k, int64_t n, int64_t group_size, DType dtype,
                            cudaStream_t stream);
+
+//! Rows [k0, k0 + rows) of W_T into w_t [rows, N] (row i at w_t + (i - k0) * N).
+//! @throws std::invalid_argument on bad sizes or rows outside [0, K).
+void w4a16_dequantize_rows_cuda(const int32_t* qweight, const int32_t* qzeros,
+                                const void* scales, void* w_t, int64_t k0, int64_t rows,
+                                int64_t k, int64_t n, int64_t group_size, DType dtype,
+                                cudaStream_t stream);
 #endif
 
 }  // namespace vilau

@@ -1,11 +1,18 @@
-// CPU W4A16 kernels: OpenMP over 64-column chunks (and row tiles in the GEMM path).
+// CPU W4A16 kernels: OpenMP over column chunks (and row tiles in the GEMM path). The GEMV runs
+// on the best SIMD path of the machine (w4a16_cpu_simd.cpp); the scalar loop here is the
+// reference those paths are tested against, and they return its bits.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#ifdef VILAU_WITH_OPENMP
+#include <omp.h>
+#endif
+
 #include "common/float_cpu.h"
 #include "w4a16/w4a16.h"
+#include "w4a16/w4a16_cpu_simd.h"
 #include "w4a16/w4a16_pack.h"
 
 namespace vilau {
@@ -16,6 +23,7 @@ constexpr int64_t kWordsPerChunk = 8;                 //!< packed words per colu
 constexpr int64_t kChunkCols = 8 * kWordsPerChunk;    //!< output columns per chunk
 constexpr int64_t kGemmRowTile = 64;                  //!< rows of x per GEMM work item
 constexpr int64_t kGemvChunkWords = 64;               //!< packed words per GEMV column chunk
+constexpr int64_t kSimdGemmMaxM = 64;  //!< largest M the GEMM path serves with SIMD GEMV slabs
 
 //! Codes of packed words [word0, word0 + n_words) of one row, as floats, column order.
 void unpack_codes(const int32_t* row, int64_t word0, int64_t n_words, float* dst) {
@@ -145,6 +153,69 @@ void gemv(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
   }
 }
 
+//! GEMV on a SIMD path. Each thread owns one contiguous range of packed words and walks the
+//! rows group by group across its whole range (so a group's rows are read as long runs, and the
+//! pages touched at a time stay few), keeping its float32 sums for the range in a buffer.
+//! Bits: those of the scalar loop (see w4a16_cpu_simd.h).
+template <class T>
+void gemv_simd(w4a16_simd::ChunkFn chunk_fn, const T* x, const int32_t* qweight,
+               const int32_t* qzeros, const Half* scales, const Half* bias, T* y, int64_t m,
+               int64_t k, int64_t n, int64_t group_size, int num_threads) {
+  const std::vector<float> xf = to_float_buffer(x, m * k);
+  const int64_t n_words = n / 8;
+  const int64_t n_groups = k / group_size;
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(scales);
+  // Ranges are whole multiples of 4 words (32 columns), so SIMD blocks do not straddle threads.
+  const int64_t quads = (n_words + 3) / 4;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, quads)));
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef VILAU_WITH_OPENMP
+    const int64_t tid = omp_get_thread_num();
+    const int64_t nth = omp_get_num_threads();
+#else
+    const int64_t tid = 0;
+    const int64_t nth = 1;
+#endif
+    const int64_t word0 = std::min(n_words, quads * tid / nth * 4);
+    const int64_t word1 = std::min(n_words, quads * (tid + 1) / nth * 4);
+    const int64_t words = word1 - word0;
+    if (words > 0) {
+      const int64_t cols = 8 * words;
+      std::vector<float> acc(m * cols, 0.0f), scratch(16 * kGemvChunkWords);
+      for (int64_t g = 0; g < n_groups; ++g) {
+        for (int64_t c = 0; c < words; c += kGemvChunkWords) {
+          chunk_fn(xf.data(), m, k, n, group_size, qweight, qzeros, s, word0 + c,
+                   std::min(kGemvChunkWords, words - c), acc.data() + 8 * c, cols,
+                   scratch.data(), g, g + 1);
+        }
+      }
+      store_output(acc.data(), bias, y, m, n, 0, word0 * 8, cols, cols);
+    }
+  }
+}
+
+//! The chunk function of a named SIMD path, nullptr for "scalar".
+//! @throws std::invalid_argument if this build or machine cannot run @p isa.
+w4a16_simd::ChunkFn simd_chunk_fn(const std::string& isa) {
+  const std::vector<std::string> isas = w4a16_cpu_isas();
+  const std::string name = isa == "auto" ? isas.front() : isa;
+  if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
+    std::string known;
+    for (const auto& i : isas) known += (known.empty() ? "" : ", ") + i;
+    throw std::invalid_argument("w4a16_gemv: isa '" + isa + "' is not available here (" +
+                                known + ", auto)");
+  }
+#if defined(__x86_64__) || defined(_M_X64)
+  if (name == "avx512") return w4a16_simd::gemv_chunk_avx512;
+  if (name == "avx2") return w4a16_simd::gemv_chunk_avx2;
+#endif
+#if defined(__aarch64__)
+  if (name == "neon") return w4a16_simd::gemv_chunk_neon;
+#endif
+  return nullptr;
+}
+
 template <class T>
 void gemm(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half* scales,
           const Half* bias, T* y, int64_t m, int64_t k, int64_t n, int64_t group_size,
@@ -204,9 +275,22 @@ void check_threads(int num_threads) {
 
 }  // namespace
 
+std::vector<std::string> w4a16_cpu_isas() {
+  std::vector<std::string> isas;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (w4a16_simd::cpu_has_avx512()) isas.push_back("avx512");
+  if (w4a16_simd::cpu_has_avx2()) isas.push_back("avx2");
+#endif
+#if defined(__aarch64__)
+  isas.push_back("neon");  // part of every aarch64 CPU
+#endif
+  isas.push_back("scalar");
+  return isas;
+}
+
 void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
                     const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
-                    int64_t group_size, DType dtype, int num_threads) {
+                    int64_t group_size, DType dtype, int num_threads, const std::string& isa) {
   w4a16_check_sizes(m, k, n, group_size);
   check_threads(num_threads);
   if (m > kGemvMaxM) {
@@ -214,11 +298,18 @@ void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros
                                 " rows exceeds kGemvMaxM = " + std::to_string(kGemvMaxM) +
                                 "; use the GEMM path");
   }
+  const w4a16_simd::ChunkFn chunk_fn = simd_chunk_fn(isa);
   if (m == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    gemv(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
-         static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
+    if (chunk_fn == nullptr) {
+      gemv(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
+           static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
+    } else {
+      gemv_simd(chunk_fn, static_cast<const T*>(x), qweight, qzeros,
+                static_cast<const Half*>(scales), static_cast<const Half*>(bias),
+                static_cast<T*>(y), m, k, n, group_size, num_threads);
+    }
   });
 }
 
@@ -228,8 +319,21 @@ void w4a16_gemm_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros
   w4a16_check_sizes(m, k, n, group_size);
   check_threads(num_threads);
   if (m == 0) return;
+  const w4a16_simd::ChunkFn chunk_fn = simd_chunk_fn("auto");
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
+    if (chunk_fn != nullptr && m <= kSimdGemmMaxM) {
+      // Slabs of kGemvMaxM rows through the SIMD GEMV: each slab reads the weights again, and
+      // still beats the tiled kernel below (and dequantize + BLAS) up to kSimdGemmMaxM rows
+      // (bench/RESULTS.md); vilau_rt.ops takes BLAS from W4A16_CPU_BLAS_MIN_M = 65 rows on.
+      for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxM) {
+        gemv_simd(chunk_fn, static_cast<const T*>(x) + r0 * k, qweight, qzeros,
+                  static_cast<const Half*>(scales), static_cast<const Half*>(bias),
+                  static_cast<T*>(y) + r0 * n, std::min(kGemvMaxM, m - r0), k, n, group_size,
+                  num_threads);
+      }
+      return;
+    }
     gemm(static_cast<const T*>(x), qweight, qzeros, static_cast<const Half*>(scales),
          static_cast<const Half*>(bias), static_cast<T*>(y), m, k, n, group_size, num_threads);
   });
@@ -253,6 +357,25 @@ void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const v
   const Half* s = static_cast<const Half*>(scales);
   const int64_t n_groups = k / group_size;
   const int64_t n_words = n / 8;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (dtype != DType::kBFloat16 && w4a16_simd::cpu_has_avx2()) {
+    const bool half_out = dtype == DType::kFloat16;
+    const int64_t elem = half_out ? 2 : 4;
+#pragma omp parallel num_threads(num_threads)
+    {
+      std::vector<float> scratch(2 * n);
+      constexpr int64_t kRows = 64;  // rows per work item (group parameters loaded once each)
+#pragma omp for schedule(static)
+      for (int64_t i0 = 0; i0 < k; i0 += kRows) {
+        w4a16_simd::dequant_rows_avx2(qweight, qzeros, reinterpret_cast<const uint16_t*>(s), i0,
+                                      std::min(k, i0 + kRows), n, group_size,
+                                      static_cast<char*>(w_t) + i0 * n * elem, half_out,
+                                      scratch.data());
+      }
+    }
+    return;
+  }
+#endif
   // Zero points and scales of every group as floats, so that rows can run in parallel and
   // each thread reads and writes whole rows.
   std::vector<float> zero(n_groups * n), scale(n_groups * n);

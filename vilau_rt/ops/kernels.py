@@ -231,6 +231,11 @@ def _check_linear(
     return k, n
 
 
+# Rows of x from which the CPU op dequantizes to float32 and calls BLAS; below, the kernel's
+# SIMD GEMV slabs win (bench/RESULTS.md, 2026-12-01).
+W4A16_CPU_BLAS_MIN_M = 65
+
+
 @torch.library.custom_op("vilau::w4a16_linear", mutates_args=(), device_types=("cpu", "cuda"))
 def _w4a16_linear_op(
     x: Tensor,
@@ -249,7 +254,25 @@ def _w4a16_linear_op(
     bias_ptr = 0 if bias is None else bias.contiguous().data_ptr()
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=device)
     m = x.numel() // k
-    if m:
+    if m and device.type == "cpu" and m >= W4A16_CPU_BLAS_MIN_M:
+        # Prefill on the CPU: float16-exact weights in float32, then BLAS, one rounding at the end
+        w = _w4a16_dequantize_op(qweight, qzeros, scales, group_size, torch.float32)
+        x2 = x.reshape(m, k).float()
+        out = x2 @ w if bias is None else torch.addmm(bias.float(), x2, w)
+        y.view(m, n).copy_(out)
+    elif m and device.type == "cuda":  # split-K partial sums or cuBLAS tiles live here
+        ext = _native()
+        with torch.cuda.device(device):
+            ws = torch.empty(
+                ext.w4a16_linear_cuda_workspace_bytes(m, k, n, group_size, _DTYPE_CODES[x.dtype]),
+                dtype=torch.uint8, device=device,
+            )  # fmt: skip
+            ext.w4a16_linear_cuda(
+                x.data_ptr(), qweight.data_ptr(), qzeros.data_ptr(), scales.data_ptr(), bias_ptr,
+                y.data_ptr(), m, k, n, group_size, _DTYPE_CODES[x.dtype],
+                torch.cuda.current_stream(device).cuda_stream, ws.data_ptr(), ws.numel(),
+            )  # fmt: skip
+    elif m:
         _run(
             "w4a16_linear", device, x.data_ptr(), qweight.data_ptr(), qzeros.data_ptr(),
             scales.data_ptr(), bias_ptr, y.data_ptr(), m, k, n, group_size,
