@@ -5,6 +5,13 @@
 | ``vilau::RVQEncode``   | ``torch.ops.vilau.rvq_encode``     | float32, float32 -> int64, float32 |
 | ``vilau::RVQLookup``   | ``torch.ops.vilau.rvq_lookup``     | int64, float32 -> float32        |
 | ``vilau::DepthDecode`` | ``torch.ops.vilau.depth_decode``   | see ``vilau_rt.ops.depth_decode``|
+| ``vilau::W4A16Gemm``   | ``torch.ops.vilau.w4a16_linear``   | float32, int32, int32, float16 -> float32 |
+
+``W4A16Gemm`` (AWQ linears of ``--target tensorrt`` bundles, the TensorRT plugin's op) is
+registered for float32 activations and no bias (LLaMA's linears have none): the fp32 bundles
+run here; an fp16 one is refused by ONNX Runtime at session creation (type mismatch).
+The ``plugin_version`` / ``plugin_namespace`` attributes of those bundles' nodes are for
+TensorRT and are not read here.
 
 Why Python ops: they need no compiled library against ONNX Runtime's C API (whose headers the
 ``onnxruntime`` wheel does not ship) and they call the very kernels the torch backend calls
@@ -92,6 +99,11 @@ def _depth_decode(
     return codes.numpy(), logits.numpy()
 
 
+def _w4a16_gemm(x, qweight, qzeros, scales, group_size):
+    t = torch.from_numpy
+    return kernels.w4a16_linear(t(x), t(qweight), t(qzeros), t(scales), None, group_size).numpy()
+
+
 def register():
     """Registers the ``vilau`` ops with onnxruntime-extensions (once per process)."""
     global _registered
@@ -113,6 +125,10 @@ def register():
         outputs=[i64, f32],
         attrs=ints(["n_layer", "n_head", "embed_dim", "depth"], T.dt_int64),
     )(_depth_decode)
+    ortx.onnx_op(
+        op_type="vilau::W4A16Gemm", inputs=[f32, T.dt_int32, T.dt_int32, T.dt_float16],
+        outputs=[f32], attrs={"group_size": T.dt_int64},
+    )(_w4a16_gemm)  # fmt: skip
     T.install_hooker(_invoke)
     _registered = True
 

@@ -1,0 +1,111 @@
+"""Would TensorRT 10.3's ONNX parser take this graph? A static check of what we can know here.
+
+The parser (JetPack 6) imports default-domain opsets up to 20 and maps any node it has no
+importer for to a plugin creator by op_type alone (the domain is ignored), filling the creator's
+fields from the node's attributes by name; ``plugin_version`` / ``plugin_namespace`` attributes
+pick the creator's version and namespace. ``lint`` mirrors that fallback:
+
+- the default-domain opset is <= 20 and only the ``vilau`` custom domain is imported;
+- every default-domain node is an op of the opset-20 standard set (``onnx.defs``);
+- no ``com.microsoft`` (or other) node: every node outside the default domain names one of our
+  creators (``CREATORS``), carries exactly that creator's fields as INT attributes, and
+  ``plugin_version`` / ``plugin_namespace`` equal to the library's;
+- no model-local functions (the parser would take their calls for plugins).
+
+What it cannot know: whether each standard op's importer accepts the attributes and dtypes used
+(the parser's operator table has exceptions), and whether the plugins build. Only TensorRT can
+tell; this check did not run TensorRT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+PARSER_MAX_OPSET = 20  # TensorRT 10.3 (JetPack 6)
+PLUGIN_VERSION = "1"
+PLUGIN_NAMESPACE = ""
+# The creators of libvilau_trt_plugins.so and their fields (csrc/trt/plugins/*.h: kName and
+# field_names(); tests/export/test_tensorrt_export.py checks this table against those sources).
+CREATORS: dict[str, tuple[str, ...]] = {
+    "RVQLookup": (),
+    "RVQEncode": ("n_embed", "depth"),
+    "DepthDecode": ("n_layer", "n_head", "embed_dim", "depth"),
+    "W4A16Gemm": ("group_size",),
+}
+PLUGIN_ATTRS = ("plugin_version", "plugin_namespace")
+CUSTOM_DOMAIN = "vilau"
+
+
+def _standard(op_type: str, opset: int) -> bool:
+    try:
+        onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return False
+    return True
+
+
+def lint(model: onnx.ModelProto | str | Path) -> list[str]:
+    """Problems that would stop TensorRT 10.3's parser, one line each; [] when none were found."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    problems = []
+    opsets = {o.domain: o.version for o in model.opset_import}
+    default = opsets.get("", opsets.get("ai.onnx"))
+    if default is None or default > PARSER_MAX_OPSET:
+        problems.append(f"default-domain opset {default} (the parser takes <= {PARSER_MAX_OPSET})")
+    for domain in opsets:
+        if domain not in ("", "ai.onnx", CUSTOM_DOMAIN):
+            problems.append(f"opset import of domain {domain!r}")
+    for f in model.functions:
+        problems.append(f"model-local function {f.domain}::{f.name}")
+    for node in _nodes(model.graph):
+        where = f"node {node.name or '?'} ({node.domain or 'ai.onnx'}::{node.op_type})"
+        if node.domain in ("", "ai.onnx"):
+            if not _standard(node.op_type, min(default or 0, PARSER_MAX_OPSET)):
+                problems.append(f"{where}: not in the opset-{PARSER_MAX_OPSET} standard set")
+            continue
+        problems += [f"{where}: {p}" for p in _plugin_problems(node)]
+    return problems
+
+
+def _plugin_problems(node: onnx.NodeProto) -> list[str]:
+    if node.domain != CUSTOM_DOMAIN:
+        return [f"domain {node.domain!r} has no importer and is not ours"]
+    fields = CREATORS.get(node.op_type)
+    if fields is None:
+        return [f"no plugin creator named {node.op_type!r} (creators: {sorted(CREATORS)})"]
+    attrs = {a.name: a for a in node.attribute}
+    out = []
+    for name in fields:
+        if name not in attrs:
+            out.append(f"field {name!r} missing")
+        elif attrs[name].type != onnx.AttributeProto.INT:
+            out.append(f"field {name!r} is not an INT attribute (the creator reads int32)")
+    for name in sorted(set(attrs) - set(fields) - set(PLUGIN_ATTRS)):
+        out.append(f"attribute {name!r} is not a field of creator {node.op_type}")
+    for name, want in zip(PLUGIN_ATTRS, (PLUGIN_VERSION, PLUGIN_NAMESPACE), strict=True):
+        a = attrs.get(name)
+        if a is None:
+            out.append(f"{name} missing (want {want!r})")
+        elif a.type != onnx.AttributeProto.STRING or a.s.decode() != want:
+            out.append(f"{name} is {onnx.helper.get_attribute_value(a)!r}, want {want!r}")
+    return out
+
+
+def _nodes(graph: onnx.GraphProto):
+    """Every node, those of subgraphs (If / Loop / Scan bodies) included."""
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from _nodes(g)
+
+
+def plugins_used(model: onnx.ModelProto) -> set[str]:
+    """Creator names of the plugin nodes in ``model``."""
+    return {n.op_type for n in _nodes(model.graph) if n.op_type in CREATORS}
