@@ -89,8 +89,10 @@ def _plugin_problems(node: onnx.NodeProto) -> list[str]:
         a = attrs.get(name)
         if a is None:
             out.append(f"{name} missing (want {want!r})")
-        elif a.type != onnx.AttributeProto.STRING or a.s.decode() != want:
-            out.append(f"{name} is {onnx.helper.get_attribute_value(a)!r}, want {want!r}")
+        elif a.type != onnx.AttributeProto.STRING:
+            out.append(f"{name} is not a STRING attribute (want {want!r})")
+        elif a.s.decode() != want:
+            out.append(f"{name} is {a.s.decode()!r}, want {want!r}")
     return out
 
 
