@@ -146,8 +146,8 @@ def build_script(graphs: dict[str, dict], section: dict) -> str:
         if shapes:
             args += [_shapes(f, shapes, k) for f, k in
                      (("minShapes", "min"), ("optShapes", "opt"), ("maxShapes", "max"))]  # fmt: skip
-        if section["fp16"]:
-            args.append("--fp16")
+        # fp32 bundles: fp32 math (trtexec, like the builder, allows TF32 unless told not to)
+        args.append("--fp16" if section["fp16"] else "--noTF32")
         lines.append(f'echo "building $ENGINES/{graph}.plan" >&2')
         lines.append(" \\\n    ".join(args))
     return "\n".join(lines) + "\n"

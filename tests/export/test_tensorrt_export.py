@@ -245,7 +245,7 @@ def test_build_script_calls_trtexec_once_per_graph_with_the_manifest_profiles(
         assert flags["--onnx"] == f"{graph}.onnx"
         assert flags["--saveEngine"] == f"{tmp_path / 'plans'}/{graph}.plan"
         assert flags["--dynamicPlugins"] == flags["--setPluginsToSerialize"] == str(plugins)
-        assert ("--fp16" in args) == (m["precision"] == "fp16")
+        assert ("--fp16" in args) == (m["precision"] == "fp16") != ("--noTF32" in args)
         profile = m["tensorrt"]["profiles"][graph]
         for flag, key in (("--minShapes", "min"), ("--optShapes", "opt"), ("--maxShapes", "max")):
             want = {n: "x".join(map(str, p[key])) for n, p in profile.items()}

@@ -95,6 +95,8 @@ def build_engine(trt, logger, onnx_path: Path, profile: dict, fp16: bool, worksp
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    else:  # an fp32 bundle means fp32 math: TF32 (on by default) would round the matmul inputs
+        config.clear_flag(trt.BuilderFlag.TF32)
     if profile:
         p = builder.create_optimization_profile()
         for name, shapes in profile.items():
