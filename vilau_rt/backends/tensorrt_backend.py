@@ -10,7 +10,7 @@ on the development machines (TensorRT cannot be installed there); its tests skip
 | engines         | one per graph, built with ``trt.Builder`` + ``OnnxParser`` and the        |
 |                 | manifest's shape profile, cached under ``cache_dir/engines/<key>/`` where |
 |                 | key = bundle sha256 + plugin library sha256 + TensorRT version + GPU      |
-|                 | compute capability; or plans from ``build_engines.sh`` (``engine_dir``)   |
+|                 | compute capability; or the plans build_engines.sh wrote (``engines/``)    |
 | I/O             | static device buffers per engine, sized once for the profile's maximum    |
 | KV cache        | device memory, two buffer sets used in turn as past / present (the graph  |
 |                 | writes its new slots with ScatterElements, out of place: TensorRT does    |
@@ -115,7 +115,10 @@ class _Engine:
         self.trt, self.name, self.device = trt, name, device
         self.engine = runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            raise BackendError(f"engine {name}: TensorRT could not deserialize the plan")
+            raise BackendError(
+                f"engine {name}: TensorRT could not deserialize the plan (built by another "
+                "TensorRT version or for another GPU? run build_engines.sh again on this device)"
+            )
         self.context = self.engine.create_execution_context()
         e = self.engine
         names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
@@ -201,8 +204,9 @@ class TensorRTBackend(Backend):
         device: str | torch.device = "cuda",
         verify_hashes: bool = True,
     ):
-        """``engine_dir``: plans from build_engines.sh (``<graph>.plan``); by default engines
-        are built on first use into ``cache_dir`` (``$VILAU_RT_CACHE`` or ~/.cache/vilau_rt)."""
+        """Engines: ``<graph>.plan`` from ``engine_dir`` if given, else from the bundle's
+        ``engines/`` (what build_engines.sh writes), else built on first use into ``cache_dir``
+        (``$VILAU_RT_CACHE`` or ~/.cache/vilau_rt) under the cache key."""
         trt = import_tensorrt()
         self.root = Path(bundle_dir)
         self.manifest = bundle.read_manifest(self.root, verify_hashes=verify_hashes)
@@ -226,7 +230,8 @@ class TensorRTBackend(Backend):
         if self._plugin_handle is None:
             raise BackendError(f"TensorRT could not load the plugin library {self.plugins}")
         self._runtime = trt.Runtime(self._logger)
-        self.engine_dir = Path(engine_dir) if engine_dir else self._cached_engine_dir(cache_dir)
+        self.engine_dir = Path(engine_dir) if engine_dir else None
+        self._cache_dir = cache_dir
         self._engines: dict[str, _Engine] = {}
         self._embed = np.load(self.root / bundle.EMBED_TOKENS, mmap_mode="r")
         self._cache: _KVCache | None = None
@@ -237,9 +242,17 @@ class TensorRTBackend(Backend):
         key = engine_cache_key(self.root, self.plugins, self._trt.__version__, capability)
         return Path(cache_dir or DEFAULT_CACHE) / "engines" / key
 
+    def _plan_path(self, graph: str) -> Path:
+        if self.engine_dir is not None:
+            return self.engine_dir / f"{graph}.plan"
+        script_plan = self.root / self.section["engine_dir"] / f"{graph}.plan"
+        if script_plan.is_file():
+            return script_plan
+        return self._cached_engine_dir(self._cache_dir) / f"{graph}.plan"
+
     def _engine(self, graph: str) -> _Engine:
         if graph not in self._engines:
-            plan_path = self.engine_dir / f"{graph}.plan"
+            plan_path = self._plan_path(graph)
             if not plan_path.is_file():
                 self._build(graph, plan_path)
             plan = plan_path.read_bytes()
