@@ -140,7 +140,7 @@ def build_script(graphs: dict[str, dict], section: dict) -> str:
             f'--saveEngine="$ENGINES/{graph}.plan"',
             '--dynamicPlugins="$PLUGINS"',
             '--setPluginsToSerialize="$PLUGINS"',
-            f"--memPoolSize=workspace:{mib}M",
+            f"--memPoolSize=workspace:{mib}",  # MiB
         ]
         shapes = section["profiles"][graph]
         if shapes:
