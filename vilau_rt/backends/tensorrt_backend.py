@@ -147,7 +147,8 @@ class _Engine:
         for n in self.inputs:
             t = bound[n] if n in bound else self._stage(n, feeds[n])
             self._check(n, t.shape)
-            self.context.set_input_shape(n, tuple(t.shape))
+            if not self.context.set_input_shape(n, tuple(t.shape)):
+                raise ValueError(f"engine {self.name}: {n} {tuple(t.shape)} is outside its profile")
             self.context.set_tensor_address(n, t.data_ptr())
         out = {}
         for n in self.outputs:
