@@ -230,7 +230,7 @@ def write_graphs(
             problems = lint(proto)
             if problems:
                 raise ConfigError(
-                    f"{spec.name}.onnx would not parse in TensorRT 10.3: " + "; ".join(problems)
+                    f"{spec.name}.onnx fails the TensorRT 10.3 parser check: " + "; ".join(problems)
                 )
         path = root / f"{spec.name}.onnx"
         if spec.name == "llm_prefill":
