@@ -31,7 +31,7 @@ from .tensorrt_lint import CREATORS, plugins_used
 PLUGIN_LIBRARY = "libvilau_trt_plugins.so"
 BUILD_SCRIPT = "build_engines.sh"
 ENGINE_DIR = "engines"
-MAX_IMAGES = 8  # frames the vision graph encodes at once (video: 8 frames by default)
+MAX_IMAGES = 8  # images the vision / pixel decoder graphs take at once (video: 8 frames)
 WORKSPACE_MIB = 2048
 _PRINT_LIBRARY = (
     "from vilau_rt.backends.tensorrt_backend import plugin_library; print(plugin_library())"
@@ -47,7 +47,7 @@ def dim_ranges(cfg: VilaUConfig, max_batch: int) -> dict[str, dict[str, tuple[in
     llm = {"batch": batch, "cache_len": (1, ctx, ctx)}
     return {
         "vision": {"batch": (1, 1, MAX_IMAGES)},
-        "pixel_decoder": {"batch": images},
+        "pixel_decoder": {"batch": (1, 1, MAX_IMAGES)},
         "llm_prefill": {**llm, "seq": (1, min(h * w + 64, ctx), ctx)},
         "llm_decode": llm,
         "lm_head": {"rows": batch},

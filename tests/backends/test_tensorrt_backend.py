@@ -162,3 +162,89 @@ def test_tensorrt_engines_give_the_reference_codes_tokens_and_image_codes(trt_pi
     a = trt_pipe.generate_image_codes("a red circle", top_k=1, seed=0)
     b = torch_pipe.generate_image_codes("a red circle", top_k=1, seed=0)
     assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- stand-in tensorrt
+
+
+@pytest.fixture(scope="module")
+def stand_in(tiny_fixture, tmp_path_factory):
+    """(stand-in tensorrt module, --target tensorrt bundle of the tiny fixture)."""
+    pytest.importorskip("onnxruntime_extensions", reason="the [onnx] extra is not installed")
+    from vilau_export.onnx.export import export_bundle
+
+    spec = importlib.util.spec_from_file_location(
+        "fake_tensorrt", Path(__file__).parent / "fake_tensorrt.py"
+    )
+    fake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    out = export_bundle(
+        tiny_fixture, tmp_path_factory.mktemp("trt-stand-in") / "bundle", target="tensorrt",
+        siglip_config=tiny_fixture / "reference" / "siglip_config",
+    )  # fmt: skip
+    return fake, out
+
+
+def _ref(root, name):
+    return torch.from_numpy(np.load(root / "reference" / name))
+
+
+def test_backend_logic_on_a_stand_in_tensorrt_gives_the_reference_results(
+    stand_in, tiny_fixture, monkeypatch, tmp_path
+):
+    """Not TensorRT: each engine is the ONNX graph run by ONNX Runtime through the buffers' raw
+    addresses. Checks profiles, static buffers, the KV buffer sets, both depth paths and the
+    engine cache, against the official references."""
+    from vilau_rt.generate import (
+        ImageSettings,
+        TextSettings,
+        generate_codes,
+        generate_text,
+        splice_images,
+    )
+    from vilau_rt.ops.depth_decode import CodeSampler
+    from vilau_rt.sampling import sample_codes
+
+    fake, bundle = stand_in
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    lib = tmp_path / tb.PLUGIN_LIBRARY
+    lib.write_bytes(b"stand-in")
+    monkeypatch.setenv("VILAU_RT_TRT_PLUGINS", str(lib))
+    fake.Builder.built.clear()
+    backend = tb.TensorRTBackend(bundle, cache_dir=tmp_path / "cache", device="cpu")
+    assert fake.get_plugin_registry().loaded[-1] == str(lib)
+    px = _ref(tiny_fixture, "pixel_values.npy")
+    codes, embeds = backend.encode_images(px)
+    assert torch.equal(codes, _ref(tiny_fixture, "codes.npy"))
+    raw = backend.decode_codes(codes)
+    assert float((raw - _ref(tiny_fixture, "decoded_raw.npy")).abs().max()) < 1e-4
+    ids = _ref(tiny_fixture, "und_input_ids.npy")[0].tolist()
+    text = list(generate_text(backend, splice_images(backend, ids, [embeds[0]]),
+                              TextSettings(max_new_tokens=12), eos_id=2))  # fmt: skip
+    assert text == _ref(tiny_fixture, "und_greedy_ids.npy")[0, 1:].tolist()
+    gen_ids, mask = (
+        _ref(tiny_fixture, "gen_input_ids.npy"),
+        _ref(tiny_fixture, "gen_attention_mask.npy"),
+    )
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    image = generate_codes(backend, gen_ids, mask, pos, 16, ImageSettings(cfg_scale=3.0, top_k=1))
+    assert torch.equal(image.view(4, 4, 4), _ref(tiny_fixture, "gen_codes.npy"))
+    # the opaque-sampler path forces each depth's code: same greedy codes as the fused one
+    hidden = _ref(tiny_fixture, "gen_depth_in_hidden.npy")[0]
+    fused = backend.depth_generate(hidden, 3.0, CodeSampler(top_k=1))
+    per_depth = backend.depth_generate(hidden, 3.0, lambda lg: sample_codes(lg, top_k=1))
+    assert backend.stats["depth_path"] == "per-depth"
+    assert torch.equal(fused[0], per_depth[0]) and torch.allclose(fused[1], per_depth[1])
+    # engines were built once, into the cache key's folder, and are loaded from there next time
+    assert sorted(Path(p).name for p in fake.Builder.built) == sorted(
+        f"{g}.onnx" for g in ("vision", "pixel_decoder", "llm_prefill", "llm_decode", "lm_head",
+                              "depth_decode")
+    )  # fmt: skip
+    (plans,) = (tmp_path / "cache" / "engines").iterdir()
+    assert plans.name.endswith("-trt0.0-fake-sm00") and len(list(plans.glob("*.plan"))) == 6
+    again = tb.TensorRTBackend(bundle, cache_dir=tmp_path / "cache", device="cpu")
+    assert torch.equal(again.encode_images(px)[0], codes)
+    assert len(fake.Builder.built) == 6
+    # beyond the profile: a clear error, and the cache is left as it was
+    with pytest.raises(ValueError, match="profile maximum"):
+        backend.encode_images(px.repeat(5, 1, 1, 1))  # 10 images > 8

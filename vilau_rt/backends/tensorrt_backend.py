@@ -20,6 +20,8 @@ Known costs (open): each LLM step copies the whole cache into the other set (Sca
 out of place), and the prefill and decode engines each hold a copy of the LLM weights.
 
 Same calls, shapes and semantics as ``TorchBackend``; tensors come back on the GPU.
+(``device="cpu"`` serves only the stand-in ``tensorrt`` module of the tests, which runs each
+graph with ONNX Runtime to exercise this file's logic; TensorRT itself needs CUDA.)
 """
 
 from __future__ import annotations
@@ -160,8 +162,10 @@ class _Engine:
                 raise BackendError(f"engine {self.name}: {n} is {shape}, bound {tuple(t.shape)}")
             self.context.set_tensor_address(n, t.data_ptr())
             out[n] = t
-        stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        stream = (
+            torch.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
+        )
+        if not self.context.execute_async_v3(stream):
             raise BackendError(f"engine {self.name}: execute_async_v3 failed (see TensorRT's log)")
         return out
 
@@ -217,11 +221,11 @@ class TensorRTBackend(Backend):
                 f"{self.root} was exported for {self.manifest.get('target', 'onnxruntime')}: "
                 "export it with vilau-rt export CKPT OUT --target tensorrt"
             )
-        if not torch.cuda.is_available():
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError("the tensorrt backend needs a CUDA GPU; torch sees none")
         self.cfg = bundle.config_from_dict(self.manifest["config"], where=str(self.root))
         self.dtype = _PRECISIONS[self.manifest["precision"]]
-        self.device = torch.device(device)
         self.section = section
         self.plugins = plugin_library()
         self._trt = trt
@@ -239,7 +243,8 @@ class TensorRTBackend(Backend):
         self.stats: dict = {}
 
     def _cached_engine_dir(self, cache_dir) -> Path:
-        capability = torch.cuda.get_device_capability(self.device)
+        cuda = self.device.type == "cuda"
+        capability = torch.cuda.get_device_capability(self.device) if cuda else (0, 0)
         key = engine_cache_key(self.root, self.plugins, self._trt.__version__, capability)
         return Path(cache_dir or DEFAULT_CACHE) / "engines" / key
 
