@@ -3,8 +3,9 @@
 and, where TensorRT and a GPU exist, engines built from a --target tensorrt bundle giving the
 torch backend's greedy tokens and image codes.
 
-TensorRT cannot be installed on the development machines: the tests that need it skip there
-with the import error as the reason. None of them has run yet.
+TensorRT cannot be installed on the development machines: the test that needs it skips there
+with the import error as the reason (it has never run). The backend's own logic runs on a
+stand-in ``tensorrt`` module (fake_tensorrt.py: each graph executed by ONNX Runtime).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The TensorRT backend: engines built from a ``--target tensorrt`` bundle, run on a CUDA GPU.
 
-NOT RUN ANYWHERE YET: written against TensorRT 10's public Python API, it could not be executed
-on the development machines (TensorRT cannot be installed there); its tests skip without
-``import tensorrt``. The bundle it reads is checked here (parser lint, ONNX Runtime parity).
+NEVER RUN WITH TENSORRT: written against TensorRT 10's public Python API, which cannot be
+installed on the development machines; its TensorRT test skips without ``import tensorrt``. Its
+own logic runs in the tests on a stand-in ``tensorrt`` module that executes each graph with ONNX
+Runtime (tests/backends/fake_tensorrt.py), and the bundle it reads is checked (parser lint,
+ONNX Runtime parity); TensorRT's parsing, building and enqueue are not.
 
 | step            | how                                                                       |
 |-----------------|---------------------------------------------------------------------------|
