@@ -137,9 +137,7 @@ def test_lint_reports_what_the_parser_would_reject():
             [helper.make_node("TensorScatter", ["x", "x", "x"], ["y"])]
         ),
         "the parser has no importer": _model([helper.make_node("Unique", ["x"], ["y"])]),
-        "axes must be an initializer": _model(
-            [helper.make_node("ReduceMean", ["x", "x"], ["y"])]
-        ),
+        "axes must be an initializer": _model([helper.make_node("ReduceMean", ["x", "x"], ["y"])]),
         "Resize mode 'cubic'": _model(
             [helper.make_node("Resize", ["x", "", "x"], ["y"], mode="cubic")]
         ),
