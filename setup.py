@@ -7,6 +7,12 @@ Environment variables:
   VILAU_CUBLAS_HINTS         folders with include/cublas_v2.h and lib/libcublas* when the CUDA
                              toolkit has no cuBLAS (default: pip's nvidia/cu13 or nvidia/cublas).
   CMAKE_BUILD_PARALLEL_LEVEL parallel compile jobs (default: number of CPUs).
+  VILAU_RT_TENSORRT_INCLUDE  TensorRT include folder (holding NvInferRuntime.h) for the TensorRT
+                             plugin library; else $TENSORRT_ROOT/include, else JetPack's
+                             /usr/include/aarch64-linux-gnu (or x86_64-linux-gnu). Where headers
+                             and nvcc are found, libvilau_trt_plugins.so (csrc/trt) is built into
+                             the package; otherwise it is skipped with a log line.
+  VILAU_RT_TENSORRT=0        skip the TensorRT plugin library even where headers are found.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_CUDA_ARCHS = "80;86;87;89;90"
 _OFF = ("0", "off", "false", "no")
 _ON = ("1", "on", "true", "yes")
+TRT_HEADER = "NvInferRuntime.h"
+# Debian packages of TensorRT (JetPack 6 among them) put NvInfer*.h here.
+TRT_SYSTEM_INCLUDES = ("/usr/include/aarch64-linux-gnu", "/usr/include/x86_64-linux-gnu")
 
 
 class CMakeExtension(Extension):
@@ -66,6 +75,29 @@ def _cublas_hints() -> list[str]:
     return sorted(str(p) for p in found)
 
 
+def find_tensorrt_include(environ=os.environ, system_dirs=TRT_SYSTEM_INCLUDES) -> Path | None:
+    """The TensorRT include folder to build the plugins against, or None when there is none.
+
+    ``VILAU_RT_TENSORRT_INCLUDE`` wins and must hold the headers (an error otherwise, since it was
+    asked for); then ``$TENSORRT_ROOT/include``; then the Debian / JetPack system folders.
+    """
+    explicit = environ.get("VILAU_RT_TENSORRT_INCLUDE")
+    if explicit:
+        if not (Path(explicit) / TRT_HEADER).is_file():
+            raise RuntimeError(f"VILAU_RT_TENSORRT_INCLUDE={explicit} has no {TRT_HEADER}")
+        return Path(explicit)
+    candidates = (
+        [Path(environ["TENSORRT_ROOT"]) / "include"] if environ.get("TENSORRT_ROOT") else []
+    )
+    candidates += [Path(d) for d in system_dirs]
+    return next((d for d in candidates if (d / TRT_HEADER).is_file()), None)
+
+
+def _say(message: str) -> None:
+    # setuptools hides log records below WARNING without -v: print so pip -v shows the choice.
+    print(f"vilau_rt setup: {message}", file=sys.stderr)
+
+
 class CMakeBuild(build_ext):
     """Configures and builds CMakeLists.txt, writing the module where setuptools expects it."""
 
@@ -98,6 +130,41 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 1)
         subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_dir), *args], check=True)
         subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
+        self._build_tensorrt_plugins(cmake, nvcc, out_dir, jobs)  # next to vilau_rt/_C
+
+    def _build_tensorrt_plugins(self, cmake: str, nvcc: str | None, out: Path, jobs: str) -> None:
+        """libvilau_trt_plugins.so (csrc/trt) into the package, where TensorRT headers exist."""
+        if os.environ.get("VILAU_RT_TENSORRT", "").strip().lower() in _OFF:
+            _say("VILAU_RT_TENSORRT=0: TensorRT plugin library skipped")
+            return
+        include = find_tensorrt_include()
+        if include is None:
+            _say("no TensorRT headers found (set VILAU_RT_TENSORRT_INCLUDE or TENSORRT_ROOT): "
+                 "TensorRT plugin library skipped")  # fmt: skip
+            return
+        if nvcc is None:
+            _say(f"TensorRT headers in {include} but a CPU-only build (no nvcc or "
+                 "VILAU_RT_CUDA=0): TensorRT plugin library skipped")  # fmt: skip
+            return
+        _say(f"building the TensorRT plugin library against {include}")
+        build_dir = Path(self.build_temp).resolve() / "cmake-trt"
+        archs = os.environ.get("VILAU_RT_CUDA_ARCHS", DEFAULT_CUDA_ARCHS)
+        args = [
+            f"-DTensorRT_INCLUDE_DIR={include}",
+            f"-DCMAKE_CUDA_COMPILER={nvcc}",
+            f"-DCMAKE_CUDA_ARCHITECTURES={archs}",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out}",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ]
+        src = ROOT / "csrc" / "trt"
+        try:
+            subprocess.run([cmake, "-S", str(src), "-B", str(build_dir), *args], check=True)
+            subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(
+                f"building the TensorRT plugin library against {include} failed ({e}); fix the "
+                "build or set VILAU_RT_TENSORRT=0 to install without it"
+            ) from e
 
 
 def _packages() -> list[str]:

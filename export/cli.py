@@ -18,7 +18,17 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--quant", choices=("none", "awq-int4"), default="none",
         help="LLM weights: none (float) or awq-int4 (an AWQ checkpoint from vilau-rt quantize "
-        "or AutoAWQ; its linears become com.microsoft::MatMulNBits)",
+        "or AutoAWQ; its linears become com.microsoft::MatMulNBits, or vilau::W4A16Gemm for "
+        "--target tensorrt)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+        help="graphs for onnxruntime (opset 24) or for TensorRT 10.3's ONNX parser (opset 20, "
+        "our plugins; also runs on onnxruntime) with build_engines.sh for trtexec",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-batch", type=int, default=2,
+        help="tensorrt: largest LLM batch of the engines' shape profiles (2 = one image with CFG)",
     )  # fmt: skip
     p.add_argument("--siglip-config", type=Path, help="SigLIP config folder or config.json")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -37,6 +47,7 @@ def run_export(args: argparse.Namespace) -> None:
     out = export_bundle(
         args.checkpoint, args.out, precision=args.precision, quant=args.quant,
         siglip_config=args.siglip_config, progress=progress, overwrite=args.overwrite,
+        target=args.target, max_batch=args.max_batch,
     )  # fmt: skip
     if args.json:
         files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())

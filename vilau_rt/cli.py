@@ -386,9 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "the checkpoint names a tower not shipped with vilau_rt")  # fmt: skip
             sp.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                             help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
-            sp.add_argument("--backend", default="torch", choices=["torch", "native", "onnxruntime"],
+            sp.add_argument("--backend", default="torch",
+                            choices=["torch", "native", "onnxruntime", "tensorrt"],
                             help="engine: torch (reference), native (our kernels, CUDA graphs), "
-                            "onnxruntime (exported ONNX bundle)")  # fmt: skip
+                            "onnxruntime (exported ONNX bundle), tensorrt (bundle exported with "
+                            "--target tensorrt)")  # fmt: skip
         sp.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
         sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 

@@ -44,7 +44,7 @@ from .sampling import check_sampling
 from .tokenizer import StreamDecoder, Tokenizer
 from .video import load_video
 
-BACKENDS = ("torch", "native", "onnxruntime")
+BACKENDS = ("torch", "native", "onnxruntime", "tensorrt")
 DEFAULT_CAPTION_PROMPT = "Please describe this image in detail."
 
 
@@ -165,6 +165,11 @@ class Pipeline:
         """
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
+        if backend == "tensorrt":  # a bundle exported with --target tensorrt
+            from .backends.tensorrt_backend import TensorRTBackend
+
+            trt = TensorRTBackend(path, cache_dir=cache_dir)
+            return cls(trt, Tokenizer.from_folder(trt.root / "tokenizer"), Path(path), max_context)
         if backend == "onnxruntime":
             from .backends.onnxruntime_backend import load_bundle_or_export
             from .model.awq import read_awq_config

@@ -8,6 +8,11 @@ that is renamed into place at the end, so a failed or interrupted export leaves 
 
 The two LLM graphs hold the same weights: they are stored once, in ``llm.weights``, which both
 graphs reference as ONNX external data.
+
+``target="tensorrt"`` writes graphs for TensorRT 10.3's ONNX parser (``ops.translation_table``
+and ``tensorrt_lint``; the export fails if the lint finds a problem), a ``tensorrt`` manifest
+section (plugins, shape profiles) and ``build_engines.sh`` (``tensorrt_bundle``). The same
+bundle runs on the onnxruntime backend.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from vilau_rt.model.vilau import VilaU
 from vilau_rt.staging import staged_folder
 
 from .graphs import DepthDecodeGraph, LlmGraph, LmHeadGraph, PixelDecoderGraph, VisionGraph
-from .ops import DOMAIN, DOMAIN_VERSION, OPSET, translation_table
+from .ops import DOMAIN, DOMAIN_VERSION, OPSET, TARGETS, TRT_OPSET, translation_table
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +70,18 @@ def export_bundle(
     siglip_config=None,
     progress: Progress | None = None,
     overwrite: bool = False,
+    target: str = "onnxruntime",
+    max_batch: int = 2,
 ) -> Path:
-    """Exports the checkpoint folder ``ckpt_path`` to the bundle folder ``out_dir``."""
+    """Exports the checkpoint folder ``ckpt_path`` to the bundle folder ``out_dir``.
+
+    ``target``: ``onnxruntime`` or ``tensorrt`` (see the module doc). ``max_batch`` (tensorrt
+    only): the largest LLM batch the engines' shape profiles admit; 2 = one image with CFG.
+    """
+    if target not in TARGETS:
+        raise ConfigError(f"target {target!r} is not known; choose one of {list(TARGETS)}")
+    if max_batch < 1:
+        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
     if precision not in PRECISIONS:
         raise ConfigError(
             f"precision {precision!r} is not supported; choose one of {list(PRECISIONS)}"
@@ -80,18 +95,25 @@ def export_bundle(
         raise CheckpointNotFoundError(f"the parent folder of {out} does not exist; create it first")
 
     model = load_vilau(ckpt_path, dtype=PRECISIONS[precision], siglip_config=siglip_config)
-    _apply_quant(model, quant, Path(ckpt_path), PRECISIONS[precision])
+    _apply_quant(model, quant, Path(ckpt_path), PRECISIONS[precision], target)
     with staged_folder(out, overwrite=overwrite) as tmp:
-        graphs = write_graphs(model, tmp, progress)
+        graphs = write_graphs(model, tmp, progress, target)
         _write_embeddings(model, tmp)
         _copy_tokenizer(Path(ckpt_path), tmp)
-        bundle.write_manifest(tmp, _manifest(model, precision, quant, graphs))
+        manifest = _manifest(model, precision, quant, graphs, target)
+        if target == "tensorrt":
+            from .tensorrt_bundle import finish_tensorrt_bundle
+
+            manifest["tensorrt"] = finish_tensorrt_bundle(tmp, model.cfg, graphs, precision,
+                                                          max_batch)  # fmt: skip
+        bundle.write_manifest(tmp, manifest)
     log.info("exported %s to %s", ckpt_path, out)
     return out
 
 
-def _apply_quant(model: VilaU, quant: str, ckpt: Path, dtype: torch.dtype) -> None:
-    """awq-int4: the checkpoint's W4A16 linears become com.microsoft::MatMulNBits nodes."""
+def _apply_quant(model: VilaU, quant: str, ckpt: Path, dtype: torch.dtype, target: str) -> None:
+    """awq-int4: the checkpoint's W4A16 linears become com.microsoft::MatMulNBits nodes
+    (onnxruntime target) or stay W4A16Linear, exported as vilau::W4A16Gemm (tensorrt)."""
     from vilau_rt.model.awq import W4A16Linear
 
     from .matmul_nbits import to_matmul_nbits
@@ -105,7 +127,8 @@ def _apply_quant(model: VilaU, quant: str, ckpt: Path, dtype: torch.dtype) -> No
                 f"{ckpt / 'llm'} is a float LLM: quantize it first (vilau-rt quantize CKPT OUT), "
                 "then export OUT with --quant awq-int4"
             )
-        to_matmul_nbits(model.llm, dtype)
+        if target == "onnxruntime":
+            to_matmul_nbits(model.llm, dtype)
 
 
 # ---------------------------------------------------------------------------- graphs
@@ -173,14 +196,14 @@ def graph_specs(model: VilaU) -> list[GraphSpec]:
     ]  # fmt: skip
 
 
-def export_graph(spec: GraphSpec) -> onnx.ModelProto:
+def export_graph(spec: GraphSpec, target: str = "onnxruntime") -> onnx.ModelProto:
     with torch.no_grad():
         program = torch.onnx.export(
             spec.module.eval(),
             spec.args,
             dynamo=True,
-            opset_version=OPSET,
-            custom_translation_table=translation_table(),
+            opset_version=TRT_OPSET if target == "tensorrt" else OPSET,
+            custom_translation_table=translation_table(target),
             input_names=spec.inputs,
             output_names=spec.outputs,
             dynamic_shapes=spec.dynamic_shapes,
@@ -192,13 +215,23 @@ def export_graph(spec: GraphSpec) -> onnx.ModelProto:
     return proto
 
 
-def write_graphs(model: VilaU, root: Path, progress: Progress | None = None) -> dict[str, dict]:
+def write_graphs(
+    model: VilaU, root: Path, progress: Progress | None = None, target: str = "onnxruntime"
+) -> dict[str, dict]:
     """Exports every graph into ``root``; returns their manifest entries."""
     specs = graph_specs(model)
     entries: dict[str, dict] = {}
     shared: dict[str, onnx.TensorProto] = {}  # content hash -> tensor stored in llm.weights
     for i, spec in enumerate(specs):
-        proto = export_graph(spec)
+        proto = export_graph(spec, target)
+        if target == "tensorrt":
+            from .tensorrt_lint import lint
+
+            problems = lint(proto)
+            if problems:
+                raise ConfigError(
+                    f"{spec.name}.onnx fails the TensorRT 10.3 parser check: " + "; ".join(problems)
+                )
         path = root / f"{spec.name}.onnx"
         if spec.name == "llm_prefill":
             names = {t.name: _content_key(t) for t in proto.graph.initializer}
@@ -294,14 +327,15 @@ def _copy_tokenizer(ckpt: Path, root: Path) -> None:
             shutil.copyfile(src / name, dst / name)
 
 
-def _manifest(model: VilaU, precision: str, quant: str, graphs: dict) -> dict:
+def _manifest(model: VilaU, precision: str, quant: str, graphs: dict, target: str) -> dict:
     cfg = model.cfg
     return {
         "format": bundle.FORMAT,
         "format_version": bundle.FORMAT_VERSION,
         "vilau_rt_version": vilau_rt.__version__,
         "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__},
-        "opset": OPSET,
+        "target": target,
+        "opset": TRT_OPSET if target == "tensorrt" else OPSET,
         "custom_domains": {DOMAIN: DOMAIN_VERSION},
         "precision": precision,
         "quantization": quant,

@@ -12,7 +12,8 @@ Custom-op operands (features, codebooks, depth weights) are float32 in every pre
 ONNX Runtime route runs the ``vilau`` ops as Python ops, which move float32 only.
 
 The LLM wrapper restates ``LlamaAttention.forward`` around an explicit cache: the new keys and
-values are written with ``kv_cache_write`` (ONNX ``TensorScatter``) at ``write_index`` and the
+values are written with ``kv_cache_write`` (ONNX ``TensorScatter``; ``ScatterElements`` for the
+tensorrt target, same inputs and outputs) at ``write_index`` and the
 attention reads the whole static buffer [0, S) under the mask ``causal AND key_valid``; the
 slots past the current position are masked, so the sums equal the reference's over [0, pos + T).
 """

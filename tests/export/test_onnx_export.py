@@ -217,11 +217,11 @@ def test_export_refuses_unsupported_options(tiny_fixture, tmp_path):
 def test_interrupted_export_leaves_nothing_behind(tiny_fixture, tmp_path, monkeypatch):
     real, calls = onnx_export.export_graph, []
 
-    def fail_on_second_graph(spec):
+    def fail_on_second_graph(spec, *args):
         calls.append(spec.name)
         if len(calls) == 2:
             raise KeyboardInterrupt("simulated interruption")
-        return real(spec)
+        return real(spec, *args)
 
     monkeypatch.setattr(onnx_export, "export_graph", fail_on_second_graph)
     with pytest.raises(KeyboardInterrupt):

@@ -3,6 +3,12 @@
 
 Same calls, shapes and semantics as ``TorchBackend``; tensors in and out are torch CPU tensors.
 
+Bundles exported with ``--target tensorrt`` run here too: their KV-cache writes are
+``ScatterElements`` (opset 20) instead of ``TensorScatter``, same inputs and outputs and the
+same binding of past and present to one buffer (tests/export/test_tensorrt_export.py checks the
+buffer holds the writes); their ``W4A16Gemm`` nodes are rewritten to float32 at load
+(``float_w4a16_gemm``).
+
 KV cache: ``setup_cache`` allocates one numpy buffer per layer and per K/V, [B, n_kv, S, hd],
 wraps each in an OrtValue (no copy) and binds it, through IO binding, both as the ``past_*``
 input and as the ``present_*`` output of the two LLM graphs. The graphs write the new slots with
@@ -36,7 +42,7 @@ from ..errors import BackendError, CheckpointError, CheckpointNotFoundError
 from ..model import bundle
 from ..model.config import read_config
 from ..ops.depth_decode import CodeSampler
-from ..ops.onnxruntime import _import_extensions, session_options
+from ..ops.onnxruntime import _import_extensions, float_w4a16_gemm, session_options
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,7 @@ class OnnxRuntimeBackend(Backend):
         self.dtype, self._np_dtype = _DTYPES[precision]
         self.device = torch.device("cpu")
         self.providers = providers or default_providers()
+        self._threads = threads
         self._options = session_options(threads)
         self._sessions: dict = {}
         self._embed = np.load(self.root / bundle.EMBED_TOKENS, mmap_mode="r")
@@ -84,10 +91,26 @@ class OnnxRuntimeBackend(Backend):
         if graph not in self._sessions:
             ort, _ = _import_extensions()
             path = self.root / self.manifest["graphs"][graph]["file"]
-            self._sessions[graph] = ort.InferenceSession(
-                str(path), self._options, providers=self.providers
-            )
+            model, options = str(path), self._options
+            if self.manifest.get("target") == "tensorrt":
+                model, options = self._float_w4a16(path)
+            self._sessions[graph] = ort.InferenceSession(model, options, providers=self.providers)
         return self._sessions[graph]
+
+    def _float_w4a16(self, path: Path):
+        """A tensorrt-target graph as ONNX Runtime runs it: its W4A16Gemm nodes (float16 scales,
+        for the TensorRT plugin) rewritten to float32 by ``float_w4a16_gemm``. The rewritten
+        graph goes to ONNX Runtime as bytes; its external data is still read from the bundle."""
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        if not float_w4a16_gemm(proto.graph, self._np_dtype):
+            return str(path), self._options
+        options = session_options(self._threads)
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", str(self.root)
+        )
+        return proto.SerializeToString(), options
 
     # -- images ---------------------------------------------------------------------------
     def encode_images(self, pixel_values):

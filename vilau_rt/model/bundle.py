@@ -14,6 +14,8 @@ lm_head.onnx         hidden -> float32 logits
 depth_decode.onnx    hidden [2n, H] -> codes, next embeddings       (vilau::DepthDecode)
 embed_tokens.npy     the token embedding table, memory-mapped by the runtime
 tokenizer/           tokenizer.model and its JSON files, copied from the checkpoint's llm/
+build_engines.sh     --target tensorrt only: one trtexec line per graph (manifest "tensorrt":
+                     plugins, shape profiles); engines/ is where it writes the plans
 ```
 Reading a manifest checks every listed file: a missing file, a size or a sha256 that differs
 from the manifest is an error naming the file (the bundle is corrupt or was edited).

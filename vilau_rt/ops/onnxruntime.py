@@ -5,6 +5,14 @@
 | ``vilau::RVQEncode``   | ``torch.ops.vilau.rvq_encode``     | float32, float32 -> int64, float32 |
 | ``vilau::RVQLookup``   | ``torch.ops.vilau.rvq_lookup``     | int64, float32 -> float32        |
 | ``vilau::DepthDecode`` | ``torch.ops.vilau.depth_decode``   | see ``vilau_rt.ops.depth_decode``|
+| ``vilau::W4A16Gemm``   | ``torch.ops.vilau.w4a16_linear``   | float32, int32, int32, float32 -> float32 |
+
+``W4A16Gemm`` is the AWQ linear of ``--target tensorrt`` bundles (the TensorRT plugin's op, whose
+scales are float16). Python ops cannot take float16 tensors, so ``float_w4a16_gemm`` rewrites
+those nodes before a session is made: ``Cast``s to float32 around them (exact for the scales,
+which are float16 values; an fp16 bundle's activations are computed in float32 here). Only the
+four-input form (no bias) is registered: LLaMA's linears have none. The ``plugin_version`` /
+``plugin_namespace`` attributes of those bundles' nodes are for TensorRT and are not read here.
 
 Why Python ops: they need no compiled library against ONNX Runtime's C API (whose headers the
 ``onnxruntime`` wheel does not ship) and they call the very kernels the torch backend calls
@@ -92,6 +100,49 @@ def _depth_decode(
     return codes.numpy(), logits.numpy()
 
 
+def _w4a16_gemm(x, qweight, qzeros, scales, group_size):
+    t = torch.from_numpy
+    scales = t(scales).half()  # float16 values carried as float32 (see float_w4a16_gemm)
+    return kernels.w4a16_linear(t(x), t(qweight), t(qzeros), scales, None, group_size).numpy()
+
+
+def float_w4a16_gemm(graph, activation_dtype: np.dtype) -> int:
+    """Rewrites each ``vilau::W4A16Gemm`` node of the ``onnx.GraphProto`` to take and give float32
+    (Casts around it, the output cast back to ``activation_dtype``, the graph's float type);
+    returns how many nodes changed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    out_type = helper.np_dtype_to_tensor_dtype(np.dtype(activation_dtype))
+    nodes, changed = [], 0
+    for node in graph.node:
+        if (node.domain, node.op_type) != ("vilau", "W4A16Gemm"):
+            nodes.append(node)
+            continue
+        if len(node.input) != 4:
+            raise BackendError(
+                f"node {node.name}: W4A16Gemm with a bias is not supported by the onnxruntime "
+                "backend's Python ops (LLaMA linears have none)"
+            )
+        x, qweight, qzeros, scales = node.input
+        (y,) = node.output
+        name = node.name or y
+        x32, s32, y32 = f"{name}/x_f32", f"{name}/scales_f32", f"{name}/y_f32"
+        nodes.append(helper.make_node("Cast", [x], [x32], to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Cast", [scales], [s32], to=TensorProto.FLOAT))
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.input[:] = [x32, qweight, qzeros, s32]
+        new.output[:] = [y32]
+        nodes.append(new)
+        nodes.append(helper.make_node("Cast", [y32], [y], to=out_type))
+        changed += 1
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return changed
+
+
 def register():
     """Registers the ``vilau`` ops with onnxruntime-extensions (once per process)."""
     global _registered
@@ -113,6 +164,10 @@ def register():
         outputs=[i64, f32],
         attrs=ints(["n_layer", "n_head", "embed_dim", "depth"], T.dt_int64),
     )(_depth_decode)
+    ortx.onnx_op(
+        op_type="vilau::W4A16Gemm", inputs=[f32, T.dt_int32, T.dt_int32, f32],
+        outputs=[f32], attrs={"group_size": T.dt_int64},
+    )(_w4a16_gemm)  # fmt: skip
     T.install_hooker(_invoke)
     _registered = True
 
