@@ -68,16 +68,12 @@ __global__ void w4a16_dequantize_kernel(const int32_t* __restrict__ qweight,
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-//! The cuBLAS path serves float16 activations from kCublasMinM rows on. (bfloat16 and float32
-//! would need the float16 weights converted: their GEMM stays the tiled kernel.)
-bool use_cublas(int64_t m, DType dtype) {
 #ifdef VILAU_WITH_CUBLAS
-  return m >= kCublasMinM && dtype == DType::kFloat16;
-#else
-  (void)m, (void)dtype;
-  return false;  // built without cuBLAS (see CMakeLists.txt; _C.build_info()["cublas"])
+//! The cuBLAS path serves float16 activations from kCublasMinM rows on. (bfloat16 and float32
+//! would need the float16 weights converted: their GEMM stays the tiled kernel.) Built without
+//! cuBLAS (see CMakeLists.txt; _C.build_info()["cublas"]) the GEMM is always the tiled kernel.
+bool use_cublas(int64_t m, DType dtype) { return m >= kCublasMinM && dtype == DType::kFloat16; }
 #endif
-}
 
 }  // namespace
 
@@ -88,6 +84,8 @@ int64_t w4a16_linear_cuda_workspace_bytes(int64_t m, int64_t k, int64_t n, int64
   if (m <= kGemvMaxM) return w4a16_gemv_cuda_workspace_bytes(m, k, n, group_size);
 #ifdef VILAU_WITH_CUBLAS
   if (use_cublas(m, dtype)) return w4a16_gemm_cublas_workspace_bytes(m, k, n);
+#else
+  (void)dtype;
 #endif
   return 0;
 }
