@@ -27,7 +27,8 @@ def test_extension_imports_and_reports_build():
     from vilau_rt import _C
 
     info = _C.build_info()
-    assert set(info) == {"cuda", "cuda_archs", "openmp", "version"}
+    assert set(info) == {"cuda", "cuda_archs", "cublas", "openmp", "version"}
+    assert not info["cublas"] or info["cuda"], info  # cuBLAS only serves the CUDA kernels
     assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
     assert bool(info["cuda_archs"]) == info["cuda"], info
     assert info["version"] == importlib.metadata.version("vilau-rt")

@@ -327,10 +327,12 @@ def test_relative_image_path_resolves_outside_the_allowed_folder_and_is_refused(
 
 def test_client_that_gives_up_on_a_non_streamed_answer_stops_it(server):
     before = _wait_idle(server)
-    body = {"model": MODEL, "max_tokens": 120, "temperature": 0,
+    # 150 tokens (the prompt is 101 of the 256) take ~0.15 s on an idle CPU; the client gives up
+    # after 0.02 s and the server notices within one 0.02 s poll
+    body = {"model": MODEL, "max_tokens": 150, "temperature": 0,
             "messages": [{"role": "user", "content": "Tell me a story."}]}  # fmt: skip
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server["base"] + CHAT, json=body, timeout=httpx.Timeout(5.0, read=0.3))
+        httpx.post(server["base"] + CHAT, json=body, timeout=httpx.Timeout(5.0, read=0.02))
     after = _wait_idle(server)
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["served"] == before["served"]
