@@ -142,28 +142,43 @@ def _nearest_colour(rgb: np.ndarray) -> str:
     return names[int(np.argmin(d))]
 
 
+def _shape_features(alpha: np.ndarray) -> np.ndarray | None:
+    """Geometry of the blob alpha [32, 32] (cut at 0.5, so blur moves no straight edge):
+    fill of its bounding box, mean of the box's top corners, of its bottom corners, and the
+    ratio of its width in the top third to the bottom third. None when there is no blob."""
+    mask = alpha >= 0.5
+    rows = np.flatnonzero(mask.sum(axis=1) >= 2)
+    cols = np.flatnonzero(mask.sum(axis=0) >= 2)
+    if len(rows) < 3 or len(cols) < 3:
+        return None
+    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
+    h, w = box.shape
+    ch, cw = max(1, round(h / 5)), max(1, round(w / 5))
+    top = (box[:ch, :cw].mean() + box[:ch, -cw:].mean()) / 2
+    bottom = (box[-ch:, :cw].mean() + box[-ch:, -cw:].mean()) / 2
+    third = max(1, h // 3)
+    taper = box[:third].sum(axis=1).mean() / max(box[-third:].sum(axis=1).mean(), 1e-6)
+    return np.array([box.mean(), top, bottom, taper], np.float32)
+
+
+@functools.cache
+def _shape_prototypes() -> dict[str, np.ndarray]:
+    """Features of each ideal shape, from the spec's geometry (averaged over the sizes)."""
+    return {
+        shape: np.mean(
+            [_shape_features(coverage(shape, 5, 5, side)) for side in range(13, 23)], axis=0
+        )
+        for shape in SHAPES
+    }
+
+
 def _shape_of(alpha: np.ndarray) -> str:
-    """Shape from coverage alpha [32, 32] in [0, 1]: fill of the bounding box (square 1,
-    circle pi/4, triangle 1/2), with the width profile separating triangles from circles."""
-    rows = np.flatnonzero(alpha.sum(axis=1) > 1.5)
-    cols = np.flatnonzero(alpha.sum(axis=0) > 1.5)
-    if len(rows) < 2 or len(cols) < 2:
+    """The shape whose ideal geometry is nearest (L1) to the blob's."""
+    f = _shape_features(alpha)
+    if f is None:
         return "circle"
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    box = alpha[y0:y1, x0:x1]
-    fill = float(box.sum()) / (box.shape[0] * box.shape[1])
-    widths = box.sum(axis=1)
-    h = len(widths)
-    top = float(widths[: max(1, h // 3)].mean())
-    bottom = float(widths[h - max(1, h // 3) :].mean())
-    taper = top / max(bottom, 1e-6)  # triangle ~0.33, circle ~1, square 1
-    if taper < 0.6 and fill < 0.72:
-        return "triangle"
-    if fill > 0.9:
-        return "square"
-    if fill < 0.62:
-        return "triangle"
-    return "circle"
+    protos = _shape_prototypes()
+    return min(SHAPES, key=lambda s: float(np.abs(f - protos[s]).sum()))
 
 
 # -- the yardstick: what a model of this world gets right -------------------------------------
