@@ -59,3 +59,16 @@ def test_classifier_accepts_pil_images_and_rejects_other_sizes():
     assert world.classify(Image.fromarray(images[5])) == world.CLASSES[5]
     with pytest.raises(ValueError, match="32, 32, 3"):
         world.classify(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_classifier_is_robust_to_blur_like_a_decoder_gives():
+    # generated images come out of a conv decoder, softer than renders: a Gaussian blur of
+    # sigma 1.5 px must not change what the classifier reads
+    scenes, images = world.fresh_renders(per_class=5, seed=9)
+    k = np.exp(-(np.arange(-3, 4) ** 2) / (2 * 1.5**2))
+    k /= k.sum()
+    padded = np.pad(images.astype(np.float64), ((0, 0), (3, 3), (3, 3), (0, 0)), mode="edge")
+    rows = sum(k[i] * padded[:, i : i + 32] for i in range(7))
+    blurred = sum(k[j] * rows[:, :, j : j + 32] for j in range(7))
+    blurred = np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
+    assert sum(world.classify(im) == s for s, im in zip(scenes, blurred)) == len(scenes)
