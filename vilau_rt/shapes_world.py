@@ -198,6 +198,17 @@ def caption_score(pipe, per_class: int = 2, seed: int = YARDSTICK_SEED) -> dict:
     return {"right": sum(r["right"] for r in rows), "total": len(rows), "rows": rows}
 
 
+def reconstruction_score(pipe, per_class: int = 2, seed: int = YARDSTICK_SEED) -> dict:
+    """Fresh renders through the image tokenizer (encode -> decode); ``right`` counts
+    reconstructions the classifier reads as the rendered class."""
+    scenes, images = fresh_renders(per_class, seed)
+    rows = []
+    for scene, image in zip(scenes, images):
+        got = classify(pipe.decode_codes(pipe.encode_image(image)))
+        rows.append({"truth": scene.caption, "classified": got.caption, "right": got == scene})
+    return {"right": sum(r["right"] for r in rows), "total": len(rows), "rows": rows}
+
+
 def generation_score(pipe, cfg_scale: float = 3.0, seed: int = 0) -> dict:
     """One image per class from its caption (CFG ``cfg_scale``, greedy depth codes); ``right``
     counts images the classifier reads back as the prompted class."""
