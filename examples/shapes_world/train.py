@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order")
     p.add_argument("--images", type=int, default=20000, help="training renders")
     p.add_argument("--tokenizer-steps", type=int, default=700, help="stage 1 steps")
-    p.add_argument("--llm-steps", type=int, default=2000, help="stage 2 steps")
+    p.add_argument("--llm-steps", type=int, default=3000, help="stage 2 steps")
     p.add_argument("--batch", type=int, default=32, help="batch size of both stages")
     p.add_argument("--tokenizer-from", help="skip stage 1: take the image tokenizer of this "
                    "checkpoint (for experiments on stage 2)")  # fmt: skip
