@@ -174,10 +174,17 @@ def _packages() -> list[str]:
     return runtime + ["vilau_export", *(f"vilau_export.{p}" for p in export)]
 
 
+# the built-in models (vilau_rt/data/models/<name>/, official checkpoint layout)
+BUILTIN_MODEL_FILES = ["models/*/*.json", "models/*/*/*.json", "models/*/*/*.safetensors",
+                       "models/*/*/tokenizer.model"]  # fmt: skip
+
 setup(
     packages=_packages(),
     package_dir={"vilau_export": "export"},
-    package_data={"vilau_rt.data": ["*.txt"], "vilau_rt.data.siglip_configs": ["*.json"]},
+    package_data={
+        "vilau_rt.data": ["*.txt", *BUILTIN_MODEL_FILES],
+        "vilau_rt.data.siglip_configs": ["*.json"],
+    },
     ext_modules=[CMakeExtension("vilau_rt._C")],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

@@ -40,15 +40,23 @@ def write_checkpoint(
     dtype: torch.dtype = torch.float32,
     shard_bytes: int = SHARD_BYTES,
     overwrite: bool = False,
+    weights: dict[str, torch.Tensor] | None = None,
+    tokenizer_lines: list[str] | None = None,
 ) -> Path:
-    """Write ``cfg`` with random weights to the folder ``out``; returns its path."""
+    """Write ``cfg`` with random weights to the folder ``out``; returns its path.
+
+    ``weights`` (a ``VilaU`` state dict) replaces the random tensors of the parts the runtime
+    uses (trained models); ``tokenizer_lines`` replaces the corpus the tokenizer is trained on.
+    """
     out = Path(out)
     with staged_folder(out, overwrite=overwrite) as tmp:
-        _write(cfg, tmp, seed, dtype, shard_bytes)
+        _write(cfg, tmp, seed, dtype, shard_bytes, weights, tokenizer_lines)
     return out
 
 
-def _write(cfg: VilaUConfig, root: Path, seed: int, dtype: torch.dtype, shard_bytes: int) -> None:
+def _write(
+    cfg: VilaUConfig, root: Path, seed, dtype, shard_bytes, weights=None, tokenizer_lines=None
+) -> None:
     for sub in ("llm", "vision_tower", "mm_projector"):
         (root / sub).mkdir(parents=True)
     gen = torch.Generator().manual_seed(seed)
@@ -64,9 +72,9 @@ def _write(cfg: VilaUConfig, root: Path, seed: int, dtype: torch.dtype, shard_by
         folders[folder].append((key, tuple(t.shape), name))
     folders["vision_tower"] += _unused_vision_tensors(cfg, folders["vision_tower"])
     for folder, items in folders.items():
-        _write_tensors(root / folder, items, gen, dtype, shard_bytes)
+        _write_tensors(root / folder, items, gen, dtype, shard_bytes, weights)
     _write_configs(cfg, root, dtype)
-    _write_tokenizer(root / "llm", cfg.llm.vocab_size, cfg.llm.context_length)
+    _write_tokenizer(root / "llm", cfg.llm.vocab_size, cfg.llm.context_length, tokenizer_lines)
 
 
 def _unused_vision_tensors(cfg: VilaUConfig, used: list) -> list:
@@ -128,7 +136,7 @@ def _shards(items, dtype, shard_bytes) -> Iterator[list]:
         yield shard
 
 
-def _write_tensors(folder: Path, items, gen, dtype, shard_bytes) -> None:
+def _write_tensors(folder: Path, items, gen, dtype, shard_bytes, weights=None) -> None:
     shards = list(_shards(items, dtype, shard_bytes))
     weight_map = {}
     for i, shard in enumerate(shards):
@@ -137,7 +145,13 @@ def _write_tensors(folder: Path, items, gen, dtype, shard_bytes) -> None:
             if len(shards) == 1
             else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         )
-        tensors = {k: _random(k, shape, gen).to(dtype) for k, shape, _ in shard}
+        tensors = {
+            k: (weights[name] if weights and name in weights else _random(k, shape, gen))
+            .detach()
+            .to("cpu", dtype)
+            .contiguous()
+            for k, shape, name in shard
+        }
         save_file(tensors, str(folder / name), metadata={"format": "pt"})
         weight_map.update({k: name for k in tensors})
         del tensors
@@ -224,12 +238,27 @@ def _write_configs(cfg: VilaUConfig, root: Path, dtype: torch.dtype) -> None:
     )  # fmt: skip
 
 
-def _write_tokenizer(folder: Path, vocab_size: int, context: int) -> None:
-    """A sentencepiece BPE trained on the package's small corpus, padded with control symbols
-    to ``vocab_size - 4`` pieces so that the VILA-U tokens get ids V-4..V-1 as upstream."""
+def write_tokenizer(
+    folder: str | Path, vocab_size: int, context: int, lines: list[str] | None = None
+) -> Path:
+    """Only the tokenizer files of ``llm/`` into ``folder`` (created); returns ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_tokenizer(folder, vocab_size, context, lines)
+    return folder
+
+
+def _write_tokenizer(
+    folder: Path, vocab_size: int, context: int, lines: list[str] | None = None
+) -> None:
+    """A sentencepiece BPE trained on ``lines`` (default: the package's small corpus), padded
+    with control symbols to ``vocab_size - 4`` pieces so that the VILA-U tokens get ids V-4..V-1
+    as upstream."""
     import sentencepiece as spm
 
-    lines = [ln for ln in CORPUS.read_text().splitlines() if ln.strip()]
+    if lines is None:
+        lines = CORPUS.read_text().splitlines()
+    lines = [ln for ln in lines if ln.strip()]
     target = vocab_size - len(ADDED_TOKENS)
     base = min(target, 512)
 

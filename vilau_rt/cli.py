@@ -1,6 +1,6 @@
 """``vilau-rt``: the command line.
 
-vilau-rt demo                              tiny built-in model: caption one image, generate one
+vilau-rt demo                              built-in shapes-demo model: captions, tokenizer, generation
 vilau-rt caption CKPT IMAGE [--prompt P]   describe an image
 vilau-rt generate CKPT PROMPT --out DIR    text -> PNG files
 vilau-rt encode CKPT IMAGE --out F.npy     image -> RVQ codes
@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CodesError, ConfigError, VilaURTError
-
-DEMO_PRESET = "tiny-256"
+from .model.builtin import resolve_checkpoint
 
 
 def cache_dir() -> Path:
@@ -316,52 +315,31 @@ def demo_image() -> np.ndarray:
 
 
 def cmd_demo(args) -> None:
-    from PIL import Image
-    from vilau_export.checkpoint_writer import write_checkpoint
-
-    from .model.config import preset
+    from .demo import run_demo
     from .pipeline import Pipeline
 
-    ckpt = cache_dir() / f"demo-{DEMO_PRESET}"
-    if not (ckpt / "config.json").exists():
-        print(f"writing the built-in {DEMO_PRESET} random-weight model to {ckpt} (once)",
-              file=sys.stderr)  # fmt: skip
-        write_checkpoint(preset(DEMO_PRESET), ckpt, seed=0, overwrite=True)
-    pipe = Pipeline.from_pretrained(ckpt, device=args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    src = out / "demo_input.png"
-    Image.fromarray(demo_image()).save(src)
-    res = pipe.generate("What is shown in this image?", images=[src], max_new_tokens=16)
-    codes = pipe.encode_image(src)
-    recon = pipe.decode_codes(codes)
-    recon.save(out / "demo_reconstruction.png")
-    bar, tick = _progress(pipe.cfg.tokens_per_image, "generating", args.json)
+    pipe = Pipeline.from_pretrained(args.model, backend=args.backend, device=args.device)
+    bar, tick = _progress(6, "generating", args.json)
     with bar:
-        gen = pipe.generate_image("a red apple on a wooden table", seed=0, progress=tick)[0]
-    gen.save(out / "demo_generated.png")
-    payload = {
-        "checkpoint": str(ckpt),
-        "device": str(pipe.device),
-        "caption": res.text,
-        "caption_tokens": res.token_ids,
-        "codes_shape": list(codes.shape),
-        "outputs": {
-            "input": str(src),
-            "reconstruction": str(out / "demo_reconstruction.png"),
-            "generated": str(out / "demo_generated.png"),
-        },
-    }
-    human = "\n".join(
-        [
-            f"model       {ckpt} (random weights: the text and pictures are noise, the plumbing is real)",
-            f"device      {pipe.device}",
-            f"caption     {res.text!r} ({len(res.token_ids)} tokens) for {src}",
-            f"tokenizer   {src} -> codes {list(codes.shape)} -> {out / 'demo_reconstruction.png'}",
-            f"generation  'a red apple on a wooden table' -> {out / 'demo_generated.png'}",
-        ]
-    )
-    _emit(args, payload, human)
+        payload = run_demo(pipe, Path(args.out), progress=lambda: tick(0))
+    payload = {"checkpoint": str(pipe.path), "device": str(pipe.device), **payload}
+    lines = [f"model       {args.model} ({pipe.path})", f"device      {pipe.device}"]
+    lines += [f"caption     {'ok ' if c['right'] else 'BAD'} {c['caption']!r}  (truth: "
+              f"{c['truth']!r})" for c in payload["captions"]]  # fmt: skip
+    lines += [f"generated   {'ok ' if g['right'] else 'BAD'} {g['prompt']!r}  (classified: "
+              f"{g['classified']!r})" for g in payload["generations"]]  # fmt: skip
+    lines += [
+        (
+            f"tokenizer   codes {payload['codes_shape']} -> reconstruction classified as "
+            f"{payload['reconstruction_classified']!r}"
+        ),
+        (
+            f"accuracy    captions {payload['caption_accuracy']:.0%}, generated images "
+            f"{payload['generation_accuracy']:.0%} (judged by the shapes-world classifier)"
+        ),
+        f"picture     {payload['outputs']['contact_sheet']}",
+    ]
+    _emit(args, payload, "\n".join(lines))
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -394,8 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
         sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
-    sp = sub.add_parser("demo", help="run the built-in tiny model end to end")
+    sp = sub.add_parser("demo", help="run the built-in shapes-demo model end to end")
     common(sp, checkpoint=False)
+    sp.add_argument("--model", default="shapes-demo", help="built-in model or checkpoint folder")
+    sp.add_argument("--backend", default="torch", choices=["torch", "native", "onnxruntime"],
+                    help="engine (see caption --help)")  # fmt: skip
     sp.add_argument("--out", default="vilau_rt_demo", help="folder for the demo's pictures")
     sp.set_defaults(fn=cmd_demo)
 
@@ -489,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
     try:
+        if getattr(args, "checkpoint", None) is not None:  # built-in names, e.g. shapes-demo
+            args.checkpoint = resolve_checkpoint(str(args.checkpoint))
         args.fn(args) if hasattr(args, "fn") else args.func(args)
     except (VilaURTError, OSError) as e:
         if args.debug:

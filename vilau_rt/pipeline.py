@@ -35,6 +35,7 @@ from .generate import (
     text_settings,
 )
 from .images import load_image, to_pil
+from .model.builtin import resolve_checkpoint
 from .model.checkpoint import load_vilau
 from .model.pixel_decoder import to_uint8
 from .model.siglip import normalize_uint8, preprocess
@@ -163,6 +164,7 @@ class Pipeline:
         static KV cache holds (default: the model's context length). ``check_finite=False``
         loads weights that hold NaN or infinity instead of refusing them.
         """
+        path = resolve_checkpoint(path)  # a built-in name ("shapes-demo") or a folder
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
         if backend == "tensorrt":  # a bundle exported with --target tensorrt
