@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,10 +19,6 @@ import numpy as np
 
 from .errors import CodesError, ConfigError, VilaURTError
 from .model.builtin import resolve_checkpoint
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VILAU_RT_CACHE", Path.home() / ".cache" / "vilau_rt"))
 
 
 def _pipeline(args):
