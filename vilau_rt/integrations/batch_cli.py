@@ -61,7 +61,7 @@ def _input_dataset(path: str):
     parquet = p.suffix == ".parquet" or (p.is_dir() and any(p.glob("*.parquet")))
     if not parquet:
         return read_image_folder(path)
-    ds = ray.data.read_parquet(path)
+    ds = ray.data.read_parquet(path, num_cpus=0)  # see read_image_folder
     names = ds.schema().names
     keep = [c for c in ("path", *IMAGE_COLUMNS) if c in names]
     if not keep:

@@ -193,10 +193,14 @@ CODES_SCHEMA = pa.schema(
 
 def read_image_folder(folder: str | Path, **kwargs):
     """The image files under ``folder`` (recursively) as a Dataset of ``path`` and ``bytes``;
-    decoding happens in the actors, so a corrupt file is that row's error, not a failed read."""
+    decoding happens in the actors, so a corrupt file is that row's error, not a failed read.
+
+    Reads ask for no CPU (``num_cpus=0`` unless given): they only move bytes, and actors that
+    hold every CPU of a small cluster would otherwise leave the read waiting forever."""
     import ray.data
 
     exts = [s.lstrip(".") for s in IMAGE_SUFFIXES]  # Ray matches them case-insensitively
+    kwargs.setdefault("num_cpus", 0)
     return ray.data.read_binary_files(
         str(folder), include_paths=True, file_extensions=exts, **kwargs
     )
