@@ -138,6 +138,16 @@ def test_encoder_accepts_a_pandas_batch(checkpoint, images, pipe):
     )
 
 
+def test_batched_entry_points_equal_one_image_at_a_time(images, pipe):
+    files = [images / name for name in GOOD]
+    codes = pipe.encode_images(files)
+    np.testing.assert_array_equal(codes, np.stack([pipe.encode_image(f) for f in files]))
+    assert pipe.encode_images([]).shape == (0, *codes.shape[1:])
+    captions = pipe.caption_batch(files, max_new_tokens=MAX_NEW_TOKENS)
+    assert captions == [pipe.caption(f, max_new_tokens=MAX_NEW_TOKENS) for f in files]
+    assert pipe.caption_batch([]) == []
+
+
 def test_batch_command_errors_are_one_line(checkpoint, images, tmp_path, capsys):
     (tmp_path / "taken.parquet").write_bytes(b"")
     assert main(["batch", "caption", str(checkpoint), str(images),

@@ -123,6 +123,19 @@ class _Actor:
             checkpoint, backend=backend, device=device, dtype=dtype, siglip_config=siglip_config
         )
 
+    def _batched(self, images, batch_fn, fn) -> tuple[list, list]:
+        """(results, errors): batch_fn over the readable rows at once; should it refuse one of
+        them, fn row by row, so that only that row gets the error."""
+        ok = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
+        try:
+            out = batch_fn([images[i] for i in ok])
+        except VilaURTError:
+            return self._each(images, fn)
+        results = [None] * len(images)
+        for i, r in zip(ok, out):
+            results[i] = r
+        return results, [str(im) if isinstance(im, Exception) else None for im in images]
+
     def _each(self, images, fn) -> tuple[list, list]:
         """(results, errors): fn(image) per readable row; an error message per failed row."""
         results, errors = [], []
@@ -141,7 +154,8 @@ class _Actor:
 
 
 class Captioner(_Actor):
-    """``map_batches`` callable: a caption per image (``Pipeline.caption``, greedy)."""
+    """``map_batches`` callable: a caption per image, equal to ``Pipeline.caption`` (greedy),
+    the readable images of a batch in one vision pass (``Pipeline.caption_batch``)."""
 
     def __init__(self, checkpoint: str, prompt: str | None = None,
                  max_new_tokens: int | None = None, **pipeline_kwargs):  # fmt: skip
@@ -151,8 +165,11 @@ class Captioner(_Actor):
 
     def __call__(self, batch) -> pa.Table:
         paths, images = read_rows(batch)
-        captions, errors = self._each(
+        captions, errors = self._batched(
             images,
+            lambda ims: self.pipe.caption_batch(
+                ims, self.prompt, max_new_tokens=self.max_new_tokens
+            ),
             lambda im: self.pipe.caption(im, self.prompt, max_new_tokens=self.max_new_tokens),
         )
         return pa.table(
@@ -162,11 +179,12 @@ class Captioner(_Actor):
 
 
 class Encoder(_Actor):
-    """``map_batches`` callable: the RVQ codes of each image (``Pipeline.encode_image``)."""
+    """``map_batches`` callable: the RVQ codes of each image (``Pipeline.encode_image``), the
+    readable images of a batch in one vision pass (``Pipeline.encode_images``)."""
 
     def __call__(self, batch) -> pa.Table:
         paths, images = read_rows(batch)
-        codes, errors = self._each(images, self.pipe.encode_image)
+        codes, errors = self._batched(images, self.pipe.encode_images, self.pipe.encode_image)
         return pa.table(
             {
                 "path": paths,
