@@ -20,16 +20,20 @@ from vilau_rt import Pipeline
 
 
 def best_of(one, batched, repeat: int) -> tuple[float, float]:
-    """Best seconds of each, the runs interleaved so that load from other processes on a
-    shared machine falls on both alike."""
+    """Best wall seconds of each, the runs interleaved so that load from other processes on a
+    shared machine falls on both alike; the best CPU seconds (this process, all threads) are
+    printed too, as they depend less on that load."""
     one(), batched()  # warm-up
-    times = ([], [])
+    wall, cpu = ([], []), ([], [])
     for _ in range(repeat):
-        for fn, t in zip((one, batched), times):
-            t0 = time.perf_counter()
+        for i, fn in enumerate((one, batched)):
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            t.append(time.perf_counter() - t0)
-    return min(times[0]), min(times[1])
+            wall[i].append(time.perf_counter() - t0)
+            cpu[i].append(time.process_time() - c0)
+    print(f"  cpu s: one at a time {min(cpu[0]):.3f}, batched {min(cpu[1]):.3f}, "
+          f"ratio {min(cpu[0]) / min(cpu[1]):.2f}x")  # fmt: skip
+    return min(wall[0]), min(wall[1])
 
 
 def main() -> None:

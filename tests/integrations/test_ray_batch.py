@@ -154,5 +154,9 @@ def test_batch_command_errors_are_one_line(checkpoint, images, tmp_path, capsys)
                  str(tmp_path / "taken.parquet")]) == 2  # fmt: skip
     assert main(["batch", "caption", str(checkpoint), str(tmp_path / "nowhere"),
                  str(tmp_path / "o.parquet")]) == 2  # fmt: skip
+    not_a_checkpoint = ["batch", "encode", str(images), str(images), str(tmp_path / "o.parquet")]
+    assert main(not_a_checkpoint) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and "exists" in err[0] and "not found" in err[1]
+    assert len(err) == 3 and "exists" in err[0] and "not found" in err[1]
+    assert "config.json" in err[2]
+    assert not (tmp_path / "o.parquet").exists()

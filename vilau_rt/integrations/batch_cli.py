@@ -100,8 +100,11 @@ def run_batch(task: str, checkpoint: str, input_path: str, out: str | Path, *, w
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose a new output file or pass --overwrite")
-    if address is None and not Path(checkpoint).is_dir():  # on a cluster: a path on the nodes
-        raise ConfigError(f"checkpoint {checkpoint} is not a folder")
+    if address is None and pipeline_kwargs.get("backend") != "onnxruntime":
+        # fail here, in one line, rather than in every actor (a cluster's path is on its nodes)
+        from ..model.config import read_config
+
+        read_config(checkpoint, pipeline_kwargs.get("siglip_config"))
     input_path = str(input_path)
     if not (Path(input_path).exists() or "://" in input_path):  # s3://, gs://: checked by Ray
         raise ConfigError(f"input {input_path} not found")
