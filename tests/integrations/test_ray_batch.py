@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -136,6 +137,20 @@ def test_encoder_accepts_a_pandas_batch(checkpoint, images, pipe):
     np.testing.assert_array_equal(
         np.reshape(row["codes"], row["shape"]), pipe.encode_image(images / "a.png")
     )
+
+
+def test_a_checkpoint_the_actors_cannot_load_fails_in_one_line_and_writes_nothing(
+    local_ray, checkpoint, images, tmp_path, capsys
+):
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    (projector,) = (broken / "mm_projector").glob("*.safetensors")
+    projector.write_bytes(projector.read_bytes()[:1000])  # truncated: the loader refuses it
+    out = tmp_path / "out" / "codes.parquet"
+    assert main(["batch", "encode", str(broken), str(images), str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Ray job failed" in err[0] and "truncated" in err[0]
+    assert list(out.parent.iterdir()) == []
 
 
 def test_batched_entry_points_equal_one_image_at_a_time(images, pipe):

@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,11 @@ def run_batch(task: str, checkpoint: str, input_path: str, out: str | Path, *, w
                 rows += batch.num_rows
                 errors += batch.num_rows - batch.column("error").null_count
         os.replace(tmp, out)
-    except BaseException:  # Ctrl-C too: nothing half-written under OUT's name
+    except BaseException as e:  # Ctrl-C too: nothing half-written under OUT's name
         tmp.unlink(missing_ok=True)
+        if isinstance(e, ray.exceptions.RayError):  # its message holds remote tracebacks
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            raise BackendError(f"the Ray job failed: {lines[-1]}") from e
         raise
     return {"rows": rows, "errors": errors, "seconds": time.perf_counter() - t0, "out": str(out)}
 
