@@ -107,6 +107,28 @@ def test_batch_encode_command_writes_codes_equal_encode_image(local_ray, checkpo
         np.testing.assert_array_equal(codes, pipe.encode_image(row["path"]))
 
 
+def test_batch_reads_a_parquet_of_paths_and_image_bytes(local_ray, checkpoint, images, pipe,
+                                                        tmp_path):  # fmt: skip
+    import pyarrow as pa
+
+    table = pa.table({
+        "path": ["a.png", str(images / "b.jpg"), "junk.png"],
+        "image": [(images / "a.png").read_bytes(), None, b"junk"],
+        "label": ["x", "y", "z"],  # other columns are left out
+    })  # fmt: skip
+    pq.write_table(table, tmp_path / "in.parquet")
+    out = tmp_path / "codes.parquet"
+    summary = run_batch("encode", checkpoint, tmp_path / "in.parquet", out, workers=2,
+                        device="cpu")  # fmt: skip
+    assert (summary["rows"], summary["errors"]) == (3, 1)
+    rows = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert set(rows) == set(table.column("path").to_pylist())
+    for name, file in (("a.png", images / "a.png"), (str(images / "b.jpg"), images / "b.jpg")):
+        codes = np.reshape(rows[name]["codes"], rows[name]["shape"])
+        np.testing.assert_array_equal(codes, pipe.encode_image(file))
+    assert "cannot read image junk.png" in rows["junk.png"]["error"]
+
+
 def test_captioner_reads_parquet_style_columns_without_ray(checkpoint, images, pipe):
     """Bytes, Hugging Face {bytes, path} structs, numpy arrays and path-only rows in one batch;
     a corrupt row and a missing file get their error, the others their caption."""

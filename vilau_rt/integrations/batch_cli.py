@@ -66,7 +66,8 @@ def _input_dataset(path: str):
     keep = [c for c in ("path", *IMAGE_COLUMNS) if c in names]
     if not keep:
         raise ConfigError(f"Parquet input {path} has no path, image or bytes column: {names}")
-    return ds.select_columns(keep)
+    # columns= in the read, not select_columns: that would be a task needing a CPU the actors hold
+    return ray.data.read_parquet(path, columns=keep, num_cpus=0)
 
 
 def _start_ray(address: str | None) -> None:
@@ -113,6 +114,10 @@ def run_batch(task: str, checkpoint: str, input_path: str, out: str | Path, *, w
     ds = _input_dataset(input_path)
     device = pipeline_kwargs.get("device")
     use_gpu = ray.cluster_resources().get("GPU", 0) >= 1 and device != "cpu"
+    # CPU actors leave one CPU to Ray Data's own tasks (listing and reading files): actors that
+    # held every CPU of a small cluster would keep those tasks, and so the job, waiting forever
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    actor_cpus = min(1.0, max(cpus - 1.0, 0.0) / workers)
     if task == "caption":
         fn, schema = Captioner, CAPTION_SCHEMA
         kwargs = {"prompt": prompt, "max_new_tokens": max_new_tokens}
@@ -129,6 +134,7 @@ def run_batch(task: str, checkpoint: str, input_path: str, out: str | Path, *, w
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),  # Pipelines load once per actor
         num_gpus=1 if use_gpu else 0,
+        num_cpus=None if use_gpu else actor_cpus,
         udf_modifying_row_count=False,  # one output row per input row
     )
     # The rows come back to this process and go into one file: on a cluster, a local output
