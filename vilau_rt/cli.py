@@ -446,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serving_parsers(sub, common)
 
+    from .integrations.batch_cli import add_batch_parser
+
+    add_batch_parser(sub, common)
+
     sp = sub.add_parser("write-checkpoint", help="write a random-weight checkpoint of a preset")
     sp.add_argument("preset", help="tiny-256, 7b-256 or 7b-384")
     sp.add_argument("out", help="output folder")

@@ -218,6 +218,17 @@ class Pipeline:
         return codes[0].cpu().numpy()
 
     @exclusive
+    def encode_images(self, images: list) -> np.ndarray:
+        """Images -> RVQ codes, int64 [N, h, w, D]: ``encode_image`` of each, in one vision pass
+        (for Ray Data actors and other batch jobs; the gain is measured in bench/RESULTS.md)."""
+        images = list(images)
+        if not images:
+            h, w = self.cfg.grid
+            return np.zeros((0, h, w, self.cfg.rvq.depth), dtype=np.int64)
+        codes, _ = self.backend.encode_images(self._pixels(images))
+        return codes.cpu().numpy()
+
+    @exclusive
     def decode_codes(self, codes) -> Image.Image | list[Image.Image]:
         """Codes [h, w, D] -> an image; [N, h, w, D] -> a list of images."""
         c = self._check_codes(codes)
@@ -287,6 +298,24 @@ class Pipeline:
     # -- understanding --------------------------------------------------------------------
     def caption(self, image, prompt: str | None = None, **gen) -> str:
         return self.generate(prompt or DEFAULT_CAPTION_PROMPT, images=[image], **gen).text
+
+    @exclusive
+    def caption_batch(
+        self, images: list, prompt: str | None = None, *, max_new_tokens: int | None = None
+    ) -> list[str]:
+        """Greedy ``caption`` of each image: one vision pass for all of them, then one answer
+        at a time (the KV cache holds one sequence)."""
+        prompt = arguments.text("prompt", prompt or DEFAULT_CAPTION_PROMPT)
+        settings = text_settings(max_new_tokens, False, 0.9, None, 0.6, 1.0)
+        embeds = self.image_embeddings(self._media(list(images), None))
+        ids = tokenize_with_images(self.tokenizer, build_understanding_prompt(prompt, num_images=1))
+        captions = []
+        for e in embeds:
+            self._cache_owner = None
+            captions.append(
+                self._run(ids, [e], 0, settings, None, [], False, time.perf_counter()).text
+            )
+        return captions
 
     def generate(
         self,

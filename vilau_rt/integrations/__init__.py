@@ -1,0 +1,1 @@
+"""Bridges to other engines: Ray Data (``vilau_rt.integrations.ray``, the ``[ray]`` extra)."""
