@@ -49,23 +49,6 @@ void log_error(char const* plugin, std::string const& message) noexcept {
   log(ILogger::Severity::kERROR, plugin, message);
 }
 
-char const* type_name(DataType type) noexcept {
-  switch (type) {
-    case DataType::kFLOAT:
-      return "kFLOAT";
-    case DataType::kHALF:
-      return "kHALF";
-    case DataType::kBF16:
-      return "kBF16";
-    case DataType::kINT32:
-      return "kINT32";
-    case DataType::kINT64:
-      return "kINT64";
-    default:
-      return "an unsupported type";
-  }
-}
-
 DType to_dtype(DataType type) {
   switch (type) {
     case DataType::kFLOAT:
@@ -76,7 +59,7 @@ DType to_dtype(DataType type) {
       return DType::kBFloat16;
     default:
       throw std::invalid_argument(
-          std::string("float tensors must be kFLOAT, kHALF or kBF16, got ") + type_name(type));
+          "float tensors must be kFLOAT, kHALF or kBF16, got " + type_name(type));
   }
 }
 

@@ -37,8 +37,6 @@ void log(nvinfer1::ILogger::Severity severity, char const* plugin,
 //! log(kERROR, ...), for the reason a method is about to fail.
 void log_error(char const* plugin, std::string const& message) noexcept;
 
-//! Name of a TensorRT data type for messages ("kHALF", ...).
-char const* type_name(nvinfer1::DataType type) noexcept;
 //! The csrc DType of a float TensorRT type. @throws std::invalid_argument for other types.
 DType to_dtype(nvinfer1::DataType type);
 //! "[2, 3, 4]" for messages.

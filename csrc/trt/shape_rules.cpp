@@ -50,23 +50,6 @@ char const* slot_name(Slot slot) {
   return "?";
 }
 
-std::string type_str(DataType t) {
-  switch (t) {
-    case DataType::kFLOAT:
-      return "kFLOAT";
-    case DataType::kHALF:
-      return "kHALF";
-    case DataType::kBF16:
-      return "kBF16";
-    case DataType::kINT32:
-      return "kINT32";
-    case DataType::kINT64:
-      return "kINT64";
-    default:
-      return "DataType " + std::to_string(static_cast<int32_t>(t));
-  }
-}
-
 DimRule from(int32_t input, int32_t dim, int64_t div = 1, int64_t sub = 0) {
   return DimRule{input, dim, div, sub, 0};
 }
@@ -110,6 +93,23 @@ std::string check_codebooks(Dims const& cb, int64_t depth) {
 }
 
 }  // namespace
+
+std::string type_name(DataType t) {
+  switch (t) {
+    case DataType::kFLOAT:
+      return "kFLOAT";
+    case DataType::kHALF:
+      return "kHALF";
+    case DataType::kBF16:
+      return "kBF16";
+    case DataType::kINT32:
+      return "kINT32";
+    case DataType::kINT64:
+      return "kINT64";
+    default:
+      return "DataType " + std::to_string(static_cast<int32_t>(t));
+  }
+}
 
 IoSlots rvq_lookup_slots() { return {{Slot::kCodes, Slot::kFloatT}, {Slot::kFloatT}}; }
 
@@ -160,7 +160,7 @@ std::string output_types_of(IoSlots const& slots, DataType const* in, int32_t nb
   for (int32_t i = 0; i < nb_in; ++i) {
     Slot const slot = slots.inputs[i];
     if (!slot_accepts(slot, in[i])) {
-      return "input " + str(i) + " must be " + slot_name(slot) + ", got " + type_str(in[i]);
+      return "input " + str(i) + " must be " + slot_name(slot) + ", got " + type_name(in[i]);
     }
     if (slot != Slot::kFloatT) continue;
     if (have_t && in[i] != t) {

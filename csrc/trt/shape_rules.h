@@ -37,6 +37,9 @@ enum class Slot : int32_t {
   kHalf,     //!< float16
 };
 
+//! Name of a TensorRT data type for messages ("kHALF", ..., or "DataType N").
+std::string type_name(nvinfer1::DataType t);
+
 //! Slots of an op: inputs then outputs.
 struct IoSlots {
   std::vector<Slot> inputs;
