@@ -17,20 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_args import pipeline_from_args as _pipeline
+from .cli_args import positive_int
 from .errors import CodesError, ConfigError, VilaURTError
 from .model.builtin import resolve_checkpoint
-
-
-def _pipeline(args):
-    import torch
-
-    from .pipeline import Pipeline
-
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    return Pipeline.from_pretrained(
-        args.checkpoint, backend=args.backend, device=args.device, dtype=dtype,
-        siglip_config=args.siglip_config,
-    )  # fmt: skip
 
 
 def _progress(total: int | None, desc: str, quiet: bool):
@@ -55,17 +45,6 @@ def _progress(total: int | None, desc: str, quiet: bool):
 
     bar = LazyBar()
     return bar, (lambda i: bar.update(1))
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse prints the error and exits 2)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
 
 
 def _out_file(path: str) -> Path:

@@ -46,7 +46,7 @@ def add_batch_parser(sub, common) -> None:
 
 
 def _positive(text: str) -> int:
-    from ..cli import positive_int
+    from ..cli_args import positive_int
 
     return positive_int(text)
 

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 
 
 def cmd_live(args) -> None:
-    from ..cli import _pipeline
+    from ..cli_args import pipeline_from_args as _pipeline
     from ..pipeline import DEFAULT_CAPTION_PROMPT
 
     pipe = _pipeline(args)
@@ -45,7 +45,7 @@ def cmd_serve(args) -> None:
         raise ConfigError(
             f"the server needs FastAPI and uvicorn ({e}): pip install 'vilau-rt[serve]'"
         ) from e
-    from ..cli import _pipeline
+    from ..cli_args import pipeline_from_args as _pipeline
 
     allowed = args.allowed_local_media_path
     if allowed is not None and not Path(allowed).is_dir():
