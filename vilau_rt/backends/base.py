@@ -59,3 +59,28 @@ class Backend(ABC):
         sample: Callable[[torch.Tensor], torch.Tensor],
         on_logits: Callable[[int, torch.Tensor], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def check_cache_length(cfg: VilaUConfig, length: int) -> None:
+    """setup_cache's bound for the graph backends, whose graphs hold the model context at most."""
+    if length > cfg.llm.context_length:
+        raise ValueError(
+            f"KV cache length {length} exceeds the model context {cfg.llm.context_length}"
+        )
+
+
+def check_step(cfg: VilaUConfig, cache_batch: int, cache_length: int, embeds, rope_pos,
+               cache_pos: int) -> None:  # fmt: skip
+    """forward's checks for the graph backends (onnxruntime, tensorrt): the step must fit the
+    static KV cache, and its RoPE positions the table that was exported into the graphs."""
+    B, T, _ = embeds.shape
+    if B != cache_batch:
+        raise ValueError(f"batch {B} does not match the KV cache's batch {cache_batch}")
+    if cache_pos + T > cache_length:
+        raise ValueError(
+            f"sequence of {cache_pos + T} tokens does not fit the KV cache of {cache_length}"
+        )
+    lc = cfg.llm
+    table = max(lc.context_length, lc.max_position_embeddings)  # the exported RoPE table
+    if int(rope_pos.min()) < 0 or int(rope_pos.max()) >= table:
+        raise ValueError(f"rope_pos must lie in [0, {table}), got {rope_pos.tolist()}")

@@ -43,7 +43,7 @@ from ..model import bundle
 from ..model.config import read_config
 from ..ops.depth_decode import CodeSampler
 from ..ops.onnxruntime import _import_extensions, float_w4a16_gemm, session_options
-from .base import Backend
+from .base import Backend, check_cache_length, check_step
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,7 @@ class OnnxRuntimeBackend(Backend):
         return torch.from_numpy(np.take(self._embed, _np(ids, np.int64), axis=0))
 
     def setup_cache(self, batch, length):
-        if length > self.cfg.llm.context_length:
-            raise ValueError(
-                f"KV cache length {length} exceeds the model context {self.cfg.llm.context_length}"
-            )
+        check_cache_length(self.cfg, length)
         c = self._cache
         if c is not None and c.batch == batch and length <= c.length:
             return
@@ -154,16 +151,7 @@ class OnnxRuntimeBackend(Backend):
             if cache_pos:
                 raise RuntimeError("cache_pos > 0 needs a KV cache: call setup_cache() first")
             cache = _KVCache(self, B, T)  # a one-off cache, as the torch model runs uncached
-        if B != cache.batch:
-            raise ValueError(f"batch {B} does not match the KV cache's batch {cache.batch}")
-        if cache_pos + T > cache.length:
-            raise ValueError(
-                f"sequence of {cache_pos + T} tokens does not fit the KV cache of {cache.length}"
-            )
-        lc = self.cfg.llm
-        table = max(lc.context_length, lc.max_position_embeddings)  # the exported RoPE table
-        if int(rope_pos.min()) < 0 or int(rope_pos.max()) >= table:
-            raise ValueError(f"rope_pos must lie in [0, {table}), got {rope_pos.tolist()}")
+        check_step(self.cfg, cache.batch, cache.length, embeds, rope_pos, cache_pos)
         valid = np.ones((B, cache.length), dtype=bool)
         if key_valid is not None:
             kv = _np(key_valid, bool)[:, : cache.length]

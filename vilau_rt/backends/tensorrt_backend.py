@@ -39,7 +39,7 @@ import torch
 from ..errors import BackendError
 from ..model import bundle
 from ..ops.depth_decode import CodeSampler
-from .base import Backend
+from .base import Backend, check_cache_length, check_step
 
 log = logging.getLogger(__name__)
 
@@ -305,10 +305,7 @@ class TensorRTBackend(Backend):
         return torch.from_numpy(rows).to(self.device, self.dtype)
 
     def setup_cache(self, batch, length):
-        if length > self.cfg.llm.context_length:
-            raise ValueError(
-                f"KV cache length {length} exceeds the model context {self.cfg.llm.context_length}"
-            )
+        check_cache_length(self.cfg, length)
         c = self._cache
         if c is not None and c.batch == batch and length <= c.length:
             return
@@ -322,16 +319,7 @@ class TensorRTBackend(Backend):
             if cache_pos:
                 raise RuntimeError("cache_pos > 0 needs a KV cache: call setup_cache() first")
             cache = _KVCache(self, B, T)  # a one-off cache, as the torch model runs uncached
-        if B != cache.batch:
-            raise ValueError(f"batch {B} does not match the KV cache's batch {cache.batch}")
-        if cache_pos + T > cache.length:
-            raise ValueError(
-                f"sequence of {cache_pos + T} tokens does not fit the KV cache of {cache.length}"
-            )
-        lc = self.cfg.llm
-        table = max(lc.context_length, lc.max_position_embeddings)  # the exported RoPE table
-        if int(rope_pos.min()) < 0 or int(rope_pos.max()) >= table:
-            raise ValueError(f"rope_pos must lie in [0, {table}), got {rope_pos.tolist()}")
+        check_step(self.cfg, cache.batch, cache.length, embeds, rope_pos, cache_pos)
         valid = torch.ones(B, cache.length, dtype=torch.bool, device=self.device)
         if key_valid is not None:
             kv = key_valid[:, : cache.length].to(self.device, torch.bool)
