@@ -6,16 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from serve_helpers import running_server
 
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
@@ -24,12 +21,6 @@ pytest.importorskip("uvicorn")
 
 MODEL = "tiny"
 MAX_QUEUE = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _png(color=(200, 10, 10), size=(40, 30)) -> bytes:
@@ -54,33 +45,9 @@ def server(tmp_path_factory):
     media.mkdir()
     (media / "red.png").write_bytes(_png())
     (tmp / "secret.png").write_bytes(_png())
-    port = _free_port()
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vilau_rt.cli", "serve", str(ckpt), "--port", str(port),
-         "--max-queue", str(MAX_QUEUE), "--allowed-local-media-path", str(media),
-         "--exit-after", "240"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, VILAU_RT_CACHE=str(tmp)),
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("server did not start: " + (tmp / "server.log").read_text())
-        time.sleep(0.2)
-    yield {"base": base, "media": media, "outside": tmp / "secret.png"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    args = ["--max-queue", str(MAX_QUEUE), "--allowed-local-media-path", str(media)]
+    with running_server(tmp, str(ckpt), *args) as base:
+        yield {"base": base, "media": media, "outside": tmp / "secret.png"}
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from serve_helpers import running_server
 
 from vilau_rt import Pipeline
 from vilau_rt.shapes_world import Scene, classify, render
@@ -67,41 +64,10 @@ def test_live_loop_describes_the_scene_the_camera_shows_now(pipe):
     assert last.text == AFTER.caption, last
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve-shapes")
-    port = _free_port()
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vilau_rt.cli", "serve", "shapes-demo", "--port", str(port),
-         "--exit-after", "180"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, VILAU_RT_CACHE=str(tmp)),
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("server did not start: " + (tmp / "server.log").read_text())
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with running_server(tmp_path_factory.mktemp("serve-shapes"), "shapes-demo") as base:
+        yield base
 
 
 def test_server_chat_captions_an_image_of_the_world(server):
