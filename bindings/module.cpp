@@ -48,7 +48,7 @@ int cuda_device_count() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() =
-      "Native kernels of vilau_rt (RVQ, W4A16, sampling), torch-free. Functions take buffer "
+      "Native kernels of vilau_rt (RVQ, W4A16, float GEMV, sampling), torch-free. Functions take buffer "
       "addresses (tensor.data_ptr()), sizes and a dtype code (0 float32, 1 float16, 2 "
       "bfloat16); CPU entry points take a thread count, CUDA ones a cudaStream_t as an int. Use "
       "the torch ops in vilau_rt.ops / vilau_rt.native_ops rather than calling these directly.";
@@ -72,6 +72,7 @@ PYBIND11_MODULE(_C, m) {
         "Number of CUDA devices the statically linked CUDA runtime sees; 0 without a driver or "
         "in a build without CUDA. Never raises.");
 
+  vilau::bind_gemv(m);
   vilau::bind_rvq(m);
   vilau::bind_w4a16(m);
   vilau::bind_sampling(m);

@@ -82,6 +82,7 @@ class NativeBackend(Backend):
         if self.use_graphs and self.device.type != "cuda":
             raise BackendError(f"CUDA graphs need a CUDA model, this one is on {self.device}")
         self.stats: dict = {"depth_path": None, "llm_graphs": 0, "depth_graphs": 0}
+        self._fused = [_FusedLayer.of(layer) for layer in model.llm.model.layers]
         self._depth_weights = native.depth_weights(model.depth_transformer)
         self._codebooks = model.quantizer.stacked_codebooks().detach().contiguous()
         self._batch = self._len = 0
@@ -164,36 +165,52 @@ class NativeBackend(Backend):
         self._valid = torch.ones(batch, length, dtype=torch.bool, device=self.device)
         self._batch, self._len = batch, length
 
-    def _llm_step(self, x, rope_pos, slots, valid):
-        """x [B, T, H] at cache slots ``slots`` [T] -> hidden [B, T, H]; attends over the whole
-        cache with mask (slot <= query slot) & valid [B, L]. Mirrors llama.py op for op."""
+    def _llm_step(self, x, rope_pos, slots, valid, end: int | None = None, masked: bool = True):
+        """x [B, T, H] at cache slots ``slots`` [T] -> hidden [B, T, H]. Attends over cache slots
+        [0, end) (graphs: the whole cache, ``end`` None) with mask (slot <= query slot) & valid
+        [B, L]; ``masked=False`` (eager, T = 1, every slot valid) skips the all-true mask.
+        Mirrors llama.py op for op, with q/k/v and gate/up as one matmul each (see _FusedLayer)."""
         llm = self.model.llm
         cfg = self.cfg.llm
         B, T, _ = x.shape
         nh, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        mask = (self._slots[None, :] <= slots[:, None]).view(1, 1, T, -1) & valid[:, None, None]
+        L = self._len if end is None else end
+        mask = None
+        if masked:
+            mask = (self._slots[None, :L] <= slots[:, None]).view(1, 1, T, L)
+            mask = mask & valid[:, None, None, :L]
         cos = self._cos[rope_pos].to(x.dtype).unsqueeze(1)
         sin = self._sin[rope_pos].to(x.dtype).unsqueeze(1)
-        for layer, kc, vc in zip(llm.model.layers, self._k, self._v):
+        for layer, fused, kc, vc in zip(llm.model.layers, self._fused, self._k, self._v):
             attn = layer.self_attn
             a = layer.input_layernorm(x)
-            q = attn.q_proj(a).view(B, T, nh, hd).transpose(1, 2)
-            k = attn.k_proj(a).view(B, T, nkv, hd).transpose(1, 2)
-            v = attn.v_proj(a).view(B, T, nkv, hd).transpose(1, 2)
+            if fused is not None:
+                q, k, v = native.linear(a, fused.qkv, fused.qkv_bias).split(fused.qkv_sizes, -1)
+            else:
+                q, k, v = attn.q_proj(a), attn.k_proj(a), attn.v_proj(a)
+            q = q.view(B, T, nh, hd).transpose(1, 2)
+            k = k.view(B, T, nkv, hd).transpose(1, 2)
+            v = v.view(B, T, nkv, hd).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
             kc.index_copy_(2, slots, k)
             vc.index_copy_(2, slots, v)
-            keys, values = kc, vc
+            keys, values = kc[:, :, :L], vc[:, :, :L]
             if nkv != nh:
                 keys = keys.repeat_interleave(nh // nkv, dim=1)
                 values = values.repeat_interleave(nh // nkv, dim=1)
             att = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(hd)  # [B, nh, T, L]
-            att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
+            if mask is not None:
+                att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
             att = F.softmax(att, dim=-1, dtype=torch.float32).to(q.dtype)
             y = torch.matmul(att, values).transpose(1, 2).reshape(B, T, -1)
-            x = x + attn.o_proj(y)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + _linear(attn.o_proj, y)
+            h = layer.post_attention_layernorm(x)
+            if fused is not None:
+                gate, up = native.linear(h, fused.gate_up).chunk(2, dim=-1)
+                x = x + _linear(layer.mlp.down_proj, F.silu(gate) * up)
+            else:
+                x = x + layer.mlp(h)
         return llm.model.norm(x)
 
     @torch.no_grad()
@@ -212,9 +229,10 @@ class NativeBackend(Backend):
             self._valid[:, :n].copy_(key_valid[:, :n])
             self._valid[:, n:].fill_(True)
         self._pos.fill_(cache_pos)
-        if T != 1 or not self.use_graphs:
-            slots = self._pos + torch.arange(T, device=self.device)
-            return self._llm_step(embeds, rope_pos, slots, self._valid)
+        if T != 1 or not self.use_graphs:  # eager: attend over the filled slots only
+            slots = torch.arange(cache_pos, cache_pos + T, device=self.device)
+            masked = T > 1 or key_valid is not None
+            return self._llm_step(embeds, rope_pos, slots, self._valid, cache_pos + T, masked)
         graph = self._llm_graphs.get(B)
         if graph is None:
             graph = self._llm_graphs[B] = self._capture(
@@ -225,7 +243,7 @@ class NativeBackend(Backend):
 
     @torch.no_grad()
     def logits(self, hidden):
-        return self.model.llm.logits(hidden)
+        return _linear(self.model.llm.lm_head, hidden).float()
 
     # ---------------------------------------------------------------- depth transformer
 
@@ -306,6 +324,74 @@ class NativeBackend(Backend):
         with torch.cuda.graph(graph):
             out = fn(*static)
         return _Graph(graph, static, out)
+
+
+def _linear(module, x):
+    """A float ``nn.Linear`` through ``native.linear`` (the decode GEMV); other modules (W4A16)
+    as they are."""
+    if type(module) is torch.nn.Linear:
+        return native.linear(x, module.weight, module.bias)
+    return module(x)
+
+
+@dataclass
+class _FusedLayer:
+    """One decoder layer's q/k/v weights as one [Nq + Nk + Nv, H] tensor and gate/up as one
+    [2 I, H] tensor: two matmuls instead of five (fewer dispatches, wider GEMVs for the threads).
+    The model's linears keep working: their weights become row views of the fused tensors, so no
+    memory is duplicated and the torch backend over the same model sees the same values."""
+
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    qkv_sizes: tuple[int, int, int]
+    gate_up: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, layer) -> _FusedLayer | None:
+        """Fuse the layer's float linears in place; None when they are not all plain float
+        ``nn.Linear`` of one dtype and device (W4A16 layers keep their own kernels)."""
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+        gu = [mlp.gate_proj, mlp.up_proj]
+        lins = [*qkv, *gu]
+        if any(type(m) is not torch.nn.Linear for m in lins):
+            return None
+        w0 = lins[0].weight
+        if any(m.weight.dtype != w0.dtype or m.weight.device != w0.device for m in lins):
+            return None
+        if any(m.bias is not None for m in gu) or len({m.bias is None for m in qkv}) != 1:
+            return None
+        fused_qkv = _fuse_rows(qkv, "weight")
+        fused_bias = None if qkv[0].bias is None else _fuse_rows(qkv, "bias")
+        sizes = tuple(m.out_features for m in qkv)
+        return cls(fused_qkv, fused_bias, sizes, _fuse_rows(gu, "weight"))
+
+
+def _fuse_rows(linears, name: str) -> torch.Tensor:
+    """Concatenate the linears' ``name`` tensors along dim 0 and make each a view of its rows.
+    Tensors that already lie back to back in one storage (a second backend over the same model)
+    are returned as one view of it, without a copy."""
+    parts = [getattr(m, name).detach() for m in linears]
+    rows = sum(p.shape[0] for p in parts)
+    first = parts[0]
+    step = first.element_size()
+    offset, adjacent = first.data_ptr(), True
+    for p in parts:
+        adjacent &= p.is_contiguous() and p.data_ptr() == offset
+        adjacent &= p.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+        offset += p.numel() * step
+    if adjacent:
+        return first.new_empty(0).set_(
+            first.untyped_storage(), first.storage_offset(), (rows, *first.shape[1:])
+        )
+    fused = torch.cat(parts)
+    start = 0
+    for m, p in zip(linears, parts):
+        stop = start + p.shape[0]
+        setattr(m, name, torch.nn.Parameter(fused[start:stop], requires_grad=False))
+        start = stop
+    return fused
 
 
 @torch.no_grad()

@@ -258,10 +258,15 @@ _DECODER_7B = {
 
 
 def preset(name: str) -> VilaUConfig:
-    """A named shape: ``tiny-256`` (the official fixture's shape), ``7b-256``, ``7b-384``."""
-    if name == "tiny-256":
+    """A named shape: ``tiny-256`` (the official fixture's shape), ``7b-256``, ``7b-384``, and
+    ``llm150m-32``: tiny-256's vision, depth and decoder parts around a 150M-parameter LLaMA
+    (hidden 1024, 12 layers), the CPU benchmark shape of ``bench/cpu_llm.py``."""
+    if name in ("tiny-256", "llm150m-32"):
+        llm = LlamaConfig(516, 96, 256, 2, 4, 4, 256, rms_norm_eps=1e-5)
+        if name == "llm150m-32":
+            llm = LlamaConfig(32004, 1024, 2816, 12, 16, 16, 2048, rms_norm_eps=1e-5)
         return _preset(
-            llm=LlamaConfig(516, 96, 256, 2, 4, 4, 256, rms_norm_eps=1e-5),
+            llm=llm,
             vision=SiglipVisionConfig(64, 128, 3, 4, image_size=32, patch_size=8),
             siglip_name="vilau-rt/siglip-tiny-p8-32",
             n_embed=128,
@@ -311,4 +316,4 @@ def preset(name: str) -> VilaUConfig:
     raise ConfigError(f"unknown preset {name!r}; known presets: {PRESET_NAMES}")
 
 
-PRESET_NAMES = ("tiny-256", "7b-256", "7b-384")
+PRESET_NAMES = ("tiny-256", "7b-256", "7b-384", "llm150m-32")

@@ -56,6 +56,40 @@ from .kernels import _DTYPE_CODES, _check_device, _check_dtype, _native
 WEIGHTS_PER_BLOCK = 16
 
 
+# ---------------------------------------------------------------------------- float GEMV
+
+
+def gemv_rows(x: Tensor, weight: Tensor) -> int:
+    """Rows of ``x`` that ``linear`` sends to the native float32 GEMV (0: it uses BLAS):
+    CPU float32, contiguous, K % 32 == 0 and at most ``_C.GEMV_F32_MAX_M`` rows (decode steps,
+    CFG pairs). Larger M (prefill) is a GEMM, where BLAS wins."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return 0
+    k = x.shape[-1]
+    m = x.numel() // k if k else 0
+    ext = _native()
+    if not 1 <= m <= ext.GEMV_F32_MAX_M or k % 32 or not weight.is_contiguous():
+        return 0
+    return m
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)``; decode-shaped CPU float32 calls run ``_C.gemv_f32_cpu``
+    (csrc/gemv: reads W at memory bandwidth with the threads; its summation order is fixed
+    and every instruction-set path returns the same bits), other shapes and devices BLAS."""
+    m = gemv_rows(x, weight)
+    if not m or x.shape[-1] != weight.shape[1] or (bias is not None and bias.dtype != x.dtype):
+        return F.linear(x, weight, bias)
+    x = x.contiguous()
+    n = weight.shape[0]
+    y = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
+    _native().gemv_f32_cpu(
+        x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.contiguous().data_ptr(),
+        y.data_ptr(), m, x.shape[-1], n, torch.get_num_threads(),
+    )  # fmt: skip
+    return y
+
+
 # ---------------------------------------------------------------------------- sample_codes
 
 

@@ -1,0 +1,317 @@
+"""CPU LLM speed, one table: transformers eager fp32 (the baseline), our backends in float and
+AWQ INT4, and llama.cpp as an optional peer, all on the same checkpoint in the same run.
+
+    python bench/cpu_llm.py [--checkpoint DIR] [--int4 DIR] [--workdir DIR] [--threads N]
+                            [--prompt-len 100] [--new-tokens 64] [--repeat 3]
+                            [--engines ...] [--llama-cpp PYTHON] [--json OUT]
+
+Without ``--checkpoint`` a random-weight ``llm150m-32`` checkpoint (a 150M-parameter LLaMA,
+hidden 1024, 12 layers, inside tiny VILA-U parts) is written into ``--workdir``; without
+``--int4`` it is quantized there by ``vilau-rt quantize`` (AWQ, group 128). Each engine runs in
+its own process (its peak RSS is its own), greedy, on the same ``--prompt-len`` token ids:
+
+- ttft_ms: prefill of the prompt and the first greedy token;
+- decode tok/s: the remaining ``--new-tokens - 1`` tokens, one step each;
+- image s: one CFG-3 greedy image (every position of the grid), our engines only;
+- same tokens: the engine's greedy tokens equal transformers' fp32 tokens (float engines; INT4
+  tokens are compared with the float tokens of the same backend for information only).
+
+Each figure is the median of ``--repeat`` runs after one warm-up run. ``--llama-cpp PYTHON``
+names an interpreter with ``llama_cpp`` installed (see bench/llama_cpp_baseline.py); its F32,
+F16 and Q4_0 conversions of the same ``llm/`` folder are timed on the same prompt ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FLOAT_ENGINES = ("transformers", "torch", "native", "onnxruntime")
+INT4_ENGINES = ("torch-int4", "native-int4", "onnxruntime-int4")
+IMAGE_ENGINES = ("torch", "native", "torch-int4", "native-int4")
+
+
+def prompt_ids(vocab: int, n: int) -> list[int]:
+    import torch
+
+    gen = torch.Generator().manual_seed(2026)
+    return torch.randint(3, vocab - 4, (n,), generator=gen).tolist()  # no BOS/EOS/special ids
+
+
+# ------------------------------------------------------------------ one engine, in a child
+
+
+def _time_runs(fn, repeat: int) -> list:
+    fn()  # warm-up: allocator growth, ORT session arenas, page faults on the weights
+    return [fn() for _ in range(repeat)]
+
+
+def run_transformers(ckpt: Path, ids: list[int], new: int, repeat: int) -> dict:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(
+        ckpt / "llm", torch_dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    x = torch.tensor([ids])
+
+    @torch.no_grad()
+    def once():
+        t0 = time.perf_counter()
+        out = model(x, use_cache=True)
+        tok = int(out.logits[0, -1].argmax())
+        t1 = time.perf_counter()
+        toks, past = [tok], out.past_key_values
+        for _ in range(new - 1):
+            out = model(torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+            past, tok = out.past_key_values, int(out.logits[0, -1].argmax())
+            toks.append(tok)
+        return t1 - t0, time.perf_counter() - t1, toks
+
+    return {"runs": _time_runs(once, repeat)}
+
+
+def run_ours(ckpt: Path, backend: str, ids: list[int], new: int, repeat: int, image: bool):
+    import torch
+
+    from vilau_rt import Pipeline
+    from vilau_rt.generate import ImageSettings, TextSettings, generate_codes, generate_text
+
+    pipe = Pipeline.from_pretrained(ckpt, backend=backend, cache_dir=ckpt.parent / "ort-cache")
+    be = pipe.backend
+    settings = TextSettings(max_new_tokens=new, do_sample=False)
+
+    @torch.no_grad()
+    def once():
+        t0 = time.perf_counter()
+        emb = be.embed_tokens(torch.tensor([ids]))
+        it = generate_text(be, emb, settings, eos_id=-1)
+        toks = [next(it)]
+        t1 = time.perf_counter()
+        toks += list(it)
+        return t1 - t0, time.perf_counter() - t1, toks
+
+    out = {"runs": _time_runs(once, repeat)}
+    if image:
+        n = len(ids[:24])
+        cond = torch.tensor([ids[:24], [0] * (n - 1) + [ids[0]]])
+        mask = torch.ones_like(cond, dtype=torch.bool)
+        mask[1, : n - 1] = False  # the unconditional row: left padding, then one token
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        h, w = pipe.cfg.grid
+        greedy = ImageSettings(cfg_scale=3.0, top_k=1, top_p=None)
+
+        def one_image():
+            t = time.perf_counter()
+            codes = generate_codes(be, cond, mask, pos, h * w, greedy)
+            return time.perf_counter() - t, codes.flatten().tolist()
+
+        out["image_runs"] = _time_runs(one_image, repeat)
+    return out
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; getrusage's maxrss would include the parent's peak,
+    which survives fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    ckpt = Path(args.ckpt)
+    ids = json.loads(args.ids)
+    engine = args.child
+    if engine == "transformers":
+        res = run_transformers(ckpt, ids, args.new_tokens, args.repeat)
+    else:
+        backend = engine.removesuffix("-int4")
+        res = run_ours(
+            ckpt, backend, ids, args.new_tokens, args.repeat, image=engine in IMAGE_ENGINES
+        )
+    res["peak_rss_mb"] = peak_rss_mb()
+    print("RESULT " + json.dumps(res))
+
+
+# ------------------------------------------------------------------ the driver
+
+
+def summarize(engine: str, res: dict) -> dict:
+    runs = res["runs"]
+    new = len(runs[0][2])
+    ttft = statistics.median(r[0] for r in runs)
+    rest = statistics.median(r[1] for r in runs)
+    row = {
+        "engine": engine,
+        "ttft_ms": ttft * 1e3,
+        "decode_tok_s": (new - 1) / rest,
+        "end_to_end_tok_s": new / (ttft + rest),
+        "tokens": runs[0][2],
+        "tokens_stable": all(r[2] == runs[0][2] for r in runs),
+        "peak_rss_mb": res["peak_rss_mb"],
+    }
+    if "image_runs" in res:
+        row["image_s"] = statistics.median(r[0] for r in res["image_runs"])
+        row["image_codes"] = res["image_runs"][0][1]
+    return row
+
+
+def run_child(engine: str, ckpt: Path, ids: list[int], args) -> dict | None:
+    cmd = [
+        sys.executable, __file__, "--child", engine, "--ckpt", str(ckpt), "--ids", json.dumps(ids),
+        "--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat),
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if p.returncode or not lines:
+        print(f"{engine}: failed (rc {p.returncode}):\n{p.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return summarize(engine, json.loads(lines[-1][len("RESULT ") :]))
+
+
+def llama_cpp_rows(python: str, ckpt: Path, ids: list[int], args, workdir: Path) -> list[dict]:
+    ids_file = workdir / "prompt_ids.json"
+    ids_file.write_text(json.dumps(ids))
+    out = workdir / "llama_cpp.json"
+    cmd = [
+        python, str(HERE / "llama_cpp_baseline.py"), "--hf", str(ckpt / "llm"),
+        "--prompt-ids", str(ids_file), "--new-tokens", str(args.new_tokens),
+        "--threads", str(args.threads), "--repeat", str(args.repeat), "--out", str(out),
+        "--workdir", str(workdir / "gguf"),
+    ]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if p.returncode or not out.is_file():
+        print(f"llama.cpp: failed (rc {p.returncode}):\n{p.stderr[-3000:]}", file=sys.stderr)
+        return []
+    rows = []
+    for r in json.loads(out.read_text()):
+        rows.append(dict(r, engine=f"llama.cpp {r['type'].upper()}"))
+    return rows
+
+
+def prepare(args, workdir: Path) -> tuple[Path, Path | None]:
+    ckpt = Path(args.checkpoint) if args.checkpoint else workdir / "llm150m-32"
+    if not ckpt.is_dir():
+        subprocess.run(
+            ["vilau-rt", "write-checkpoint", "llm150m-32", str(ckpt)], check=True
+        )  # fmt: skip
+    if not any(e.endswith("-int4") for e in args.engines):
+        return ckpt, None
+    int4 = Path(args.int4) if args.int4 else workdir / "llm150m-32-int4"
+    if not int4.is_dir():
+        t = time.perf_counter()
+        subprocess.run(
+            ["vilau-rt", "quantize", str(ckpt), str(int4), "--group-size", "128"], check=True
+        )  # fmt: skip
+        print(f"quantize: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return ckpt, int4
+
+
+def copy_bandwidth_gbs() -> float:
+    """Read + write bytes of a 1 GiB tensor copy per second (the same yardstick as w4a16.py)."""
+    import torch
+
+    a = torch.empty(1 << 28, dtype=torch.float32).fill_(1)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        b.copy_(a)
+        times.append(time.perf_counter() - t)
+    return 2 * a.numel() * 4 / min(times) / 1e9
+
+
+def table(rows: list[dict], base: dict | None, machine: str) -> str:
+    out = [
+        machine,
+        "",
+        (
+            "| engine | ttft ms | decode tok/s | x transformers decode | end-to-end tok/s "
+            "| image s | same tokens | peak RSS MB |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        ratio = r["decode_tok_s"] / base["decode_tok_s"] if base else float("nan")
+        img = f"{r['image_s']:.2f}" if "image_s" in r else "-"
+        out.append(
+            f"| {r['engine']} | {r['ttft_ms']:.0f} | {r['decode_tok_s']:.1f} | {ratio:.2f}x "
+            f"| {r['end_to_end_tok_s']:.1f} | {img} | {r.get('same', '-')} "
+            f"| {r.get('peak_rss_mb', float('nan')):.0f} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", help="float VILA-U checkpoint (default: llm150m-32, random)")
+    ap.add_argument("--int4", help="its AWQ INT4 checkpoint (default: vilau-rt quantize it)")
+    ap.add_argument("--workdir", help="where generated checkpoints go (default: a temp folder)")
+    ap.add_argument("--engines", nargs="+", default=[*FLOAT_ENGINES, *INT4_ENGINES])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--prompt-len", type=int, default=100)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--llama-cpp", metavar="PYTHON", help="interpreter that has llama_cpp")
+    ap.add_argument("--json", help="write the rows here as well")
+    # internal: one engine in a child process
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--ids", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    with tempfile.TemporaryDirectory(prefix="cpu_llm-") as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        ckpt, int4 = prepare(args, workdir)
+        cfg = json.loads((ckpt / "llm" / "config.json").read_text())
+        ids = prompt_ids(cfg["vocab_size"], args.prompt_len)
+        bw = copy_bandwidth_gbs()
+        rows: list[dict] = []
+        for engine in args.engines:
+            path = int4 if engine.endswith("-int4") else ckpt
+            row = run_child(engine, path, ids, args)
+            if row is not None:
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if "codes" not in k}), flush=True)
+        if args.llama_cpp:
+            rows += llama_cpp_rows(args.llama_cpp, ckpt, ids, args, workdir)
+        by = {r["engine"]: r for r in rows}
+        base = by.get("transformers")
+        for r in rows:
+            if r["engine"] in FLOAT_ENGINES[1:] or r["engine"].startswith("llama.cpp F32"):
+                r["same"] = "yes" if base and r["tokens"] == base["tokens"] else "NO"
+            elif r["engine"] in INT4_ENGINES and r["engine"][:-5] in by:
+                same = r["tokens"] == by[r["engine"][:-5]]["tokens"]
+                r["same"] = "= float" if same else "differs from float"
+        load = os.getloadavg()
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, load average "
+            f"{load[0]:.2f} at the end; copy bandwidth {bw:.1f} GB/s; prompt {args.prompt_len}, "
+            f"{args.new_tokens} greedy tokens, median of {args.repeat}; {ckpt.name}"
+        )
+        print(table(rows, base, machine))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

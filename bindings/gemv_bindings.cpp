@@ -1,0 +1,34 @@
+// Bindings of csrc/gemv.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "bindings/bindings.h"
+#include "gemv/gemv_f32.h"
+
+namespace py = pybind11;
+
+namespace vilau {
+
+void bind_gemv(py::module_& m) {
+  m.attr("GEMV_F32_MAX_M") = kGemvF32MaxM;
+  m.def("gemv_f32_isas", &gemv_f32_isas,
+        "Instruction-set paths of the float32 GEMV this machine runs, fastest first; the last is "
+        "'scalar', the reference the others return the bits of.");
+  m.def(
+      "gemv_f32_cpu",
+      [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y, int64_t m,
+         int64_t k, int64_t n, int num_threads, const std::string& isa) {
+        py::gil_scoped_release release;
+        gemv_f32_cpu(address<const float>(x, "x"), address<const float>(w, "w"),
+                     address<const float>(bias, "bias", true), address<float>(y, "y"), m, k, n,
+                     num_threads, isa);
+      },
+      "y[M, N] = x[M, K] @ W[N, K]^T + bias[N] (float32, contiguous; bias 0 for none), "
+      "1 <= M <= GEMV_F32_MAX_M, K % 32 == 0. isa: an entry of gemv_f32_isas() or 'auto'.",
+      py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("m"), py::arg("k"),
+      py::arg("n"), py::arg("num_threads"), py::arg("isa") = "auto");
+}
+
+}  // namespace vilau
