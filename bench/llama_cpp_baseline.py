@@ -2,7 +2,8 @@
 
     PYTHON bench/llama_cpp_baseline.py --hf DIR [--prompt-ids FILE | --prompt-len 100]
         [--new-tokens 64] [--types f32 f16 q4_0] [--threads N] [--repeat 3] [--warmup 1]
-        [--out results.json] [--workdir DIR] [--converter convert_hf_to_gguf.py]
+        [--kv-type f16|f32] [--out results.json] [--workdir DIR]
+        [--converter convert_hf_to_gguf.py]
 
 PYTHON is an interpreter that has ``llama_cpp`` (llama-cpp-python) and the converter's needs
 (``torch`` CPU, ``numpy``, ``sentencepiece``, ``transformers``, ``safetensors``); this script
@@ -16,6 +17,9 @@ imports nothing from vilau_rt, so it runs in that separate venv:
     /work/venv-llamacpp/bin/pip download --no-binary :all: --no-deps -d /tmp/sd llama-cpp-python
     tar xzf /tmp/sd/llama_cpp_python-*.tar.gz -C /work
     export LLAMA_CPP_CONVERTER=/work/llama_cpp_python-<ver>/vendor/llama.cpp/convert_hf_to_gguf.py
+
+Without ``--converter`` / ``$LLAMA_CPP_CONVERTER`` (or ``$LLAMA_CPP_DIR``), an unpacked sdist one
+or two folders below the venv's parent folder or the current folder is found by itself.
 
 ``--hf`` is a HF LLaMA folder (config.json, safetensors, tokenizer.model / tokenizer.json), e.g.
 the ``llm/`` folder of a VILA-U checkpoint. For each ``--types`` entry the folder is converted
@@ -37,12 +41,17 @@ mmapped weights, thread-pool start). One JSON line per type goes to stdout, then
 table; ``--out`` gets the JSON list of the types that ran. A type that fails (conversion,
 quantization, load) is reported on stdout/stderr and skipped; the exit status is 1 only when no
 type ran.
+
+``--threads`` counts: ggml's worker threads spin while they wait for each other, so on a loaded
+machine (load average above the core count) ``--threads`` equal to the core count can be several
+times slower than ``--threads 1``; quote the load average with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -122,11 +131,22 @@ def quantize(src: Path, dst: Path, type_name: str, threads: int) -> float:
     return time.perf_counter() - t
 
 
+def hf_key(hf: Path) -> str:
+    """Short key of the folder's path and files (name, size, mtime): a reused --workdir never
+    hands out a GGUF converted from another checkpoint."""
+    h = hashlib.sha1(str(hf).encode())
+    for f in sorted(hf.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:10]
+
+
 def gguf_for(
     type_name: str, hf: Path, work: Path, converter: str | None, python: str, threads: int
 ) -> tuple[Path, float]:
     """GGUF of ``type_name`` in ``work`` (reused when already there); returns (path, seconds)."""
-    dst = work / f"model-{type_name}.gguf"
+    dst = work / f"{hf.name}-{hf_key(hf)}-{type_name}.gguf"
     if dst.is_file():
         return dst, 0.0
     if type_name in CONVERTER_TYPES:

@@ -1,0 +1,41 @@
+"""bench/cpu_llm.py on a tiny random checkpoint: the script runs end to end, and its own check
+holds: the torch and native backends' greedy tokens equal transformers' LlamaForCausalLM
+tokens on the same prompt (an independent implementation of the LLM)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cpu_llm_bench_runs_and_our_tokens_equal_transformers(tmp_path):
+    from vilau_export.checkpoint_writer import write_checkpoint
+
+    from vilau_rt.model.config import preset
+
+    ckpt = write_checkpoint(preset("tiny-256"), tmp_path / "tiny")
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "cpu_llm.py"), "--checkpoint", str(ckpt),
+         "--engines", "transformers", "torch", "native", "--prompt-len", "12",
+         "--new-tokens", "6", "--repeat", "1", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["engine"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"transformers", "torch", "native"}, proc.stderr[-3000:]
+    assert len(rows["transformers"]["tokens"]) == 6
+    for name in ("torch", "native"):
+        assert rows[name]["tokens"] == rows["transformers"]["tokens"], name
+        assert rows[name]["same"] == "yes"
+        assert rows[name]["image_s"] > 0 and len(rows[name]["image_codes"]) == 16 * 4
+    assert rows["native"]["image_codes"] == rows["torch"]["image_codes"]  # greedy CFG codes
+    assert "| native |" in proc.stdout
