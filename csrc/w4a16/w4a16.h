@@ -93,8 +93,8 @@ void w4a16_repack_cpu(const int32_t* qweight, uint8_t* packed, int64_t k, int64_
 //! reference). Names: "avx512" (AVX-512F/BW/VL + F16C + FMA), "avx2", "neon", "scalar".
 std::vector<std::string> w4a16_packed_cpu_isas();
 
-//! y[M, N] = x[M, K] @ W_T + bias on the packed layout (any M >= 0; rows are served in passes
-//! of up to 4 that share each looked-up weight vector). qzeros, scales, bias as above.
+//! y[M, N] = x[M, K] @ W_T + bias on the packed layout (any M >= 0; rows are served in pairs
+//! that share each looked-up weight vector). qzeros, scales, bias as above.
 //! @throws std::invalid_argument on bad sizes, G % 32 != 0, num_threads < 1 or an unknown isa.
 void w4a16_linear_packed_cpu(const void* x, const uint8_t* packed, const int32_t* qzeros,
                              const void* scales, const void* bias, void* y, int64_t m,
