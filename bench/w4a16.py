@@ -13,7 +13,14 @@ layer, rotating over enough copies to exceed ``--cold-bytes`` (default 256 MiB).
 Timing: CUDA events around ``--calls`` back-to-back calls (default 50) after a warm-up, per
 call = total / calls; on the CPU the median of ``--calls`` individually timed calls.
 On the CPU the GEMV rows also time each instruction-set path of the kernel (``scalar`` is the
-reference implementation every SIMD path is tested against), with the thread count printed.
+reference implementation every SIMD path is tested against), with the thread count printed;
+rows below ``W4A16_CPU_BLAS_MIN_M`` also time each path of the packed-layout GEMV
+(``packed_<isa>_ms``, on codes repacked once per layer copy, outside the timing).
+
+Columns: ``ours_ms`` is what ``W4A16Linear`` runs (on the CPU below the BLAS rows with
+group_size % 32 == 0: ``vilau::w4a16_linear_packed``; otherwise ``vilau::w4a16_linear``), and
+``awq_op_ms`` is ``vilau::w4a16_linear`` on the AutoAWQ buffers; floor/ours and floor/awq_op
+divide the bytes floor by each.
 
 Usage: ``python bench/w4a16.py [--device cpu|cuda] [--rows 1 16] [--json FILE] [--smoke]``
 """
@@ -90,21 +97,50 @@ def gemv_isa(isa: str, x: torch.Tensor, layer: dict, group: int, threads: int) -
     return y
 
 
+def packed_route(x: torch.Tensor, group: int) -> bool:
+    """Whether W4A16Linear takes the packed GEMV for x (see its docstring)."""
+    return x.device.type == "cpu" and group % 32 == 0 and x.shape[0] < kernels.W4A16_CPU_BLAS_MIN_M
+
+
+def packed_isa(isa: str, x: torch.Tensor, layer: dict, group: int) -> torch.Tensor:
+    """One forced instruction-set path of the packed CPU GEMV."""
+    y = torch.empty(x.shape[0], layer["scales"].shape[1], dtype=x.dtype)
+    kernels.w4a16_linear_packed_into(
+        y, x, layer["packed"], layer["qzeros"], layer["scales"], None, group, isa
+    )
+    return y
+
+
 def measure(x, layers, w_float, group, isas, threads, calls, baselines) -> dict:
     """Milliseconds per call of our op (and baselines, and each CPU GEMV path) on x."""
     dev, act, copies = x.device, x.dtype, len(layers)
+    packed = packed_route(x, group)
+
+    def awq_op(i):
+        layer = layers[i % copies]
+        return kernels.w4a16_linear(
+            x, layer["qweight"], layer["qzeros"], layer["scales"], None, group
+        )
 
     def ours(i):
-        return kernels.w4a16_linear(x, **layers[i % copies], bias=None, group_size=group)
+        if not packed:
+            return awq_op(i)
+        layer = layers[i % copies]
+        return kernels.w4a16_linear_packed(
+            x, layer["packed"], layer["qzeros"], layer["scales"], None, group
+        )
 
     def matmul(i):  # one float weight: it stays in cache, a flattering baseline
         return x @ w_float
 
     def two_step(i):
-        w = kernels.w4a16_dequantize(**layers[i % copies], group_size=group, out_dtype=act)
+        layer = layers[i % copies]
+        w = kernels.w4a16_dequantize(
+            layer["qweight"], layer["qzeros"], layer["scales"], group, out_dtype=act
+        )
         return x @ w
 
-    row = {"ours_ms": 1e3 * timed(ours, dev, calls)}
+    row = {"ours_ms": 1e3 * timed(ours, dev, calls), "awq_op_ms": 1e3 * timed(awq_op, dev, calls)}
     if baselines:
         row["torch_matmul_ms"] = 1e3 * timed(matmul, dev, calls)
         row["dequant_matmul_ms"] = 1e3 * timed(two_step, dev, calls)
@@ -113,6 +149,10 @@ def measure(x, layers, w_float, group, isas, threads, calls, baselines) -> dict:
             t = timed(lambda i, isa=isa: gemv_isa(isa, x, layers[i % copies], group, threads),
                       dev, calls)  # fmt: skip
             row[f"gemv_{isa}_ms"] = 1e3 * t
+    if packed:
+        for isa in _C.w4a16_packed_cpu_isas():
+            t = timed(lambda i, isa=isa: packed_isa(isa, x, layers[i % copies], group), dev, calls)
+            row[f"packed_{isa}_ms"] = 1e3 * t
     return row
 
 
@@ -148,8 +188,12 @@ def main() -> None:
         packed_bytes = k * n // 2 + (k // group) * n * 2.5
         copies = max(1, min(64, int(cold // packed_bytes) + 1))
         first = random_layer(k, n, group, dev, seed=k * 7 + n)
+        if dev.type == "cpu" and group % 32 == 0:  # what W4A16Linear builds on its first call
+            first["packed"] = kernels.w4a16_repack(first["qweight"])
         layers = [first] + [{key: t.clone() for key, t in first.items()} for _ in range(copies - 1)]
-        w_float = kernels.w4a16_dequantize(**layers[0], group_size=group, out_dtype=act)
+        w_float = kernels.w4a16_dequantize(
+            first["qweight"], first["qzeros"], first["scales"], group, out_dtype=act
+        )
         for m in args.rows:
             x = torch.randn(m, k, device=dev, dtype=act)
             floor = (packed_bytes + (m * k + m * n) * x.element_size()) / bw
@@ -157,19 +201,23 @@ def main() -> None:
                    **measure(x, layers, w_float, group, isas, threads, calls,
                              not args.no_baselines)}  # fmt: skip
             row["floor_over_ours"] = floor / (row["ours_ms"] / 1e3)
+            row["floor_over_awq_op"] = floor / (row["awq_op_ms"] / 1e3)
             rows.append(row)
             print(json.dumps({key: round(v, 4) if isinstance(v, float) else v
                               for key, v in row.items()}))  # fmt: skip
             if args.json:  # rewritten after every row: a run cut short keeps what it measured
                 with open(args.json, "w") as f:
                     json.dump({**head, "rows": rows}, f, indent=2)
-    cols = ["ours_ms", "torch_matmul_ms", "dequant_matmul_ms", *(f"gemv_{i}_ms" for i in isas)]
-    print("| K x N | M | bytes floor ms | " + " | ".join(cols) + " | floor/ours |")
-    print("|" + "---|" * (len(cols) + 4))
+    packed_isas = _C.w4a16_packed_cpu_isas() if dev.type == "cpu" else []
+    cols = ["ours_ms", "awq_op_ms", "torch_matmul_ms", "dequant_matmul_ms",
+            *(f"gemv_{i}_ms" for i in isas), *(f"packed_{i}_ms" for i in packed_isas)]  # fmt: skip
+    cols = [c for c in cols if any(c in r for r in rows)]
+    print("| K x N | M | bytes floor ms | " + " | ".join(cols) + " | floor/ours | floor/awq_op |")
+    print("|" + "---|" * (len(cols) + 5))
     for r in rows:
         vals = " | ".join(f"{r[c]:.3f}" if c in r else "-" for c in cols)
         print(f"| {r['K']}x{r['N']} | {r['M']} | {r['bytes_floor_ms']:.3f} | {vals} | "
-              f"{r['floor_over_ours']:.2f} |")  # fmt: skip
+              f"{r['floor_over_ours']:.2f} | {r['floor_over_awq_op']:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

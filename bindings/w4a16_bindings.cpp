@@ -76,6 +76,44 @@ void bind_w4a16(py::module_& m) {
       py::arg("n"), py::arg("group_size"), py::arg("dtype"), py::arg("num_threads"));
 
   m.def(
+      "w4a16_repack_cpu",
+      [](std::uintptr_t qweight, std::uintptr_t packed, int64_t k, int64_t n, int num_threads) {
+        py::gil_scoped_release release;
+        w4a16_repack_cpu(address<const int32_t>(qweight, "qweight"),
+                         address<uint8_t>(packed, "packed"), k, n, num_threads);
+      },
+      "AutoAWQ qweight int32 [K, N/8] -> packed uint8 [N/8, K/32, 8, 16] (K * N / 2 bytes): byte "
+      "i of (tile t, block b, column j) = code(32b + i, 8t + j) | code(32b + 16 + i, 8t + j) << 4. "
+      "K must be a multiple of 32.",
+      py::arg("qweight"), py::arg("packed"), py::arg("k"), py::arg("n"), py::arg("num_threads"));
+
+  m.def("w4a16_packed_cpu_isas", &w4a16_packed_cpu_isas,
+        "Instruction-set paths of the packed-layout CPU GEMV, fastest first; the last is "
+        "'scalar', the reference (fma per term, fixed 32-way tree) the others return the bits of.");
+
+  m.def(
+      "w4a16_linear_packed_cpu",
+      [](std::uintptr_t x, std::uintptr_t packed, std::uintptr_t qzeros, std::uintptr_t scales,
+         std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k, int64_t n,
+         int64_t group_size, int dtype, int num_threads, const std::string& isa) {
+        const DType dt = dtype_from_code(dtype, "w4a16_linear_packed_cpu dtype");
+        py::gil_scoped_release release;
+        w4a16_linear_packed_cpu(address<const void>(x, "x", m == 0),
+                                address<const uint8_t>(packed, "packed"),
+                                address<const int32_t>(qzeros, "qzeros"),
+                                address<const void>(scales, "scales"),
+                                address<const void>(bias, "bias", true),
+                                address<void>(y, "y", m == 0), m, k, n, group_size, dt,
+                                num_threads, isa);
+      },
+      "y[M, N] = x[M, K] @ W_T + bias with W_T's codes in the packed layout (w4a16_repack_cpu) "
+      "and AutoAWQ qzeros / scales; group_size a multiple of 32. isa: an entry of "
+      "w4a16_packed_cpu_isas() or 'auto' (the first).",
+      py::arg("x"), py::arg("packed"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"),
+      py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
+      py::arg("dtype"), py::arg("num_threads"), py::arg("isa") = "auto");
+
+  m.def(
       "w4a16_linear_cuda_workspace_bytes",
       [](int64_t m, int64_t k, int64_t n, int64_t group_size, int dtype) -> int64_t {
 #ifdef VILAU_WITH_CUDA

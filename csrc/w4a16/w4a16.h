@@ -69,6 +69,38 @@ void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const v
                           void* w_t, int64_t k, int64_t n, int64_t group_size, DType dtype,
                           int num_threads);
 
+// ---- CPU k-contiguous ("packed") layout: repacked once at load, read by a lookup-table GEMV.
+//
+// packed uint8 [N/8 tiles][K/32 blocks][8 columns][16 bytes]: byte i of (tile t, block b,
+// column j) = code(32b + i, 8t + j) | code(32b + 16 + i, 8t + j) << 4. A tile's bytes are one
+// contiguous run of K * 4 bytes, so a thread owning a range of tiles streams memory in order.
+// Needs K % 32 == 0; the GEMV on it needs G % 32 == 0 (a block never straddles groups).
+//
+// Summation order of the packed GEMV (every ISA path returns these bits): for row r and column
+// n, 32 partial sums p[j] = fma(W_T[k, n], x[r, k], p[j]) over k = j, j + 32, ... ascending
+// (one rounding per term), then the tree p[j] += p[j + 16] (j < 16), += p[j + 8] (j < 8), += 4,
+// += 2, += 1; then + bias (float16 as float), rounded once to x's dtype.
+
+//! Bytes of the packed layout: K * N / 2.
+inline int64_t w4a16_packed_bytes(int64_t k, int64_t n) { return k * n / 2; }
+
+//! Repacks AutoAWQ qweight int32 [K, N/8] into the packed layout (@p packed: K * N / 2 bytes).
+//! @throws std::invalid_argument if K % 32 != 0, N % 8 != 0 or num_threads < 1.
+void w4a16_repack_cpu(const int32_t* qweight, uint8_t* packed, int64_t k, int64_t n,
+                      int num_threads);
+
+//! Instruction-set paths of the packed GEMV on this machine, fastest first, "scalar" last (the
+//! reference). Names: "avx512" (AVX-512F/BW/VL + F16C + FMA), "avx2", "neon", "scalar".
+std::vector<std::string> w4a16_packed_cpu_isas();
+
+//! y[M, N] = x[M, K] @ W_T + bias on the packed layout (any M >= 0; rows are served in pairs
+//! that share each looked-up weight vector). qzeros, scales, bias as above.
+//! @throws std::invalid_argument on bad sizes, G % 32 != 0, num_threads < 1 or an unknown isa.
+void w4a16_linear_packed_cpu(const void* x, const uint8_t* packed, const int32_t* qzeros,
+                             const void* scales, const void* bias, void* y, int64_t m,
+                             int64_t k, int64_t n, int64_t group_size, DType dtype,
+                             int num_threads, const std::string& isa = "auto");
+
 #ifdef VILAU_WITH_CUDA
 //! Bytes of device workspace that w4a16_linear_cuda uses to run at full speed for these sizes
 //! on the current device (0 when it needs none): split-K partial sums of the GEMV, or the

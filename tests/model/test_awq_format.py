@@ -184,11 +184,18 @@ def test_forward_matches_autoawq_and_float64(fmt, name, monkeypatch):
     if info["bias"]:
         q.bias.copy_(t[f"{name}.bias"])
     calls = []
-    real = awq.kernels.w4a16_linear
-    monkeypatch.setattr(awq.kernels, "w4a16_linear", lambda *a: calls.append(1) or real(*a))
+    for op in ("w4a16_linear", "w4a16_linear_packed"):
+        real = getattr(awq.kernels, op)
+        monkeypatch.setattr(
+            awq.kernels, op, lambda *a, op=op, real=real: calls.append(op) or real(*a)
+        )
     x = t[f"{name}.x"]
     y = q(x)
-    assert calls, "W4A16Linear.forward must call vilau_rt.ops.kernels.w4a16_linear"
+    # one op per call: the packed CPU GEMV below the BLAS rows (group_size % 32 == 0), else
+    # w4a16_linear
+    rows = x.numel() // x.shape[-1]
+    packed = info["group_size"] % 32 == 0 and rows < awq.kernels.W4A16_CPU_BLAS_MIN_M
+    assert calls == ["w4a16_linear_packed" if packed else "w4a16_linear"], calls
     assert y.dtype == torch.float16 and y.shape == t[f"{name}.y_gemm_forward"].shape
     ref = x.double() @ t[f"{name}.dequant_in_out"].double()
     if info["bias"]:

@@ -22,6 +22,7 @@ code = q + 8 and an explicit zero point of 8, so every GEMM reader decodes it un
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,6 +315,26 @@ def fake_quantize(
 # ---------------------------------------------------------------------------- module
 
 
+def _tracing() -> bool:
+    """True under torch.jit tracing, torch.compile / torch.export or ONNX export: those keep the
+    portable ``vilau::w4a16_linear`` op (the exporters map it), never the CPU packed route."""
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """In-place write counter of t; None for inference-mode tensors, which keep none (those can
+    only be written inside inference mode: replace the tensor instead, and the cache follows)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 class W4A16Linear(nn.Module):
     """y = x @ W_T + bias with W_T stored as AutoAWQ GEMM INT4 buffers.
 
@@ -321,6 +342,13 @@ class W4A16Linear(nn.Module):
     |---------|------------|--------------------------------|
     | x       | [..., K]   | float32 / float16 / bfloat16   |
     | returns | [..., N]   | x's dtype                      |
+
+    On the CPU, calls with 1 <= M < ``W4A16_CPU_BLAS_MIN_M`` rows (decode, CFG pairs, short
+    prefills) and group_size % 32 == 0 run ``vilau::w4a16_linear_packed`` on a k-contiguous copy
+    of the codes, built on the first such call and cached outside the state dict (rebuilt when
+    qweight is replaced, written in place or moved). Other calls, CUDA, and traced / compiled /
+    exported graphs use ``vilau::w4a16_linear``. The two routes differ by float32 rounding only
+    (the packed GEMV sums in a different fixed order).
     """
 
     def __init__(
@@ -355,6 +383,11 @@ class W4A16Linear(nn.Module):
         self.register_buffer(
             "bias", torch.zeros(out_features, dtype=torch.float16, **kw) if bias else None
         )
+        # (weakref to the qweight it was built from, its _version, packed codes) or None. Not a
+        # buffer: .to() would copy it to the GPU and state_dict / named_buffers would list it.
+        # One tuple, swapped whole, so a reader never pairs one qweight's key with another's
+        # codes; two threads building at once both build the same bytes.
+        self._cpu_packed = None
 
     @classmethod
     def from_linear(
@@ -395,9 +428,35 @@ class W4A16Linear(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed_route(x):
+            return kernels.w4a16_linear_packed(
+                x, self.packed_weight(), self.qzeros, self.scales, self.bias, self.group_size
+            )
         return kernels.w4a16_linear(
             x, self.qweight, self.qzeros, self.scales, self.bias, self.group_size
         )
+
+    def _packed_route(self, x: torch.Tensor) -> bool:
+        if _tracing():  # first: the checks below would be baked into a traced graph
+            return False
+        rows = x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
+        return (
+            x.device.type == "cpu"
+            and self.qweight.device.type == "cpu"
+            and self.group_size % 32 == 0
+            and 1 <= rows < kernels.W4A16_CPU_BLAS_MIN_M
+        )
+
+    def packed_weight(self) -> torch.Tensor:
+        """qweight's codes in the CPU packed layout (``kernels.w4a16_repack``), cached."""
+        qweight = self.qweight
+        version = _version(qweight)
+        cached = self._cpu_packed
+        if cached is not None and cached[0]() is qweight and cached[1] == version:
+            return cached[2]
+        packed = kernels.w4a16_repack(qweight)
+        self._cpu_packed = (weakref.ref(qweight), version, packed)
+        return packed
 
     def extra_repr(self) -> str:
         return (

@@ -6,12 +6,19 @@
 | ``vilau::rvq_encode`` | features [..., C], codebooks [Dc, R, C], n_embed, depth | codes int64 [..., D], z_q [..., C] |
 | ``vilau::w4a16_linear`` | x [..., K], qweight, qzeros, scales, bias?, group_size | [..., N], x's dtype |
 | ``vilau::w4a16_dequantize`` | qweight, qzeros, scales, group_size, out_dtype? | W_T [K, N] |
+| ``vilau::w4a16_repack`` | qweight | packed uint8 [N/8, K/32, 8, 16] (CPU) |
+| ``vilau::w4a16_linear_packed`` | x [..., K], packed, qzeros, scales, bias?, group_size | [..., N] (CPU) |
 
 Codebooks: Dc is D (one per depth) or 1 (shared), R = n_embed + 1 rows (the last row is
 padding, never a valid code). W4A16 buffers are AutoAWQ's GEMM layout: qweight int32
 [K, N/8], qzeros int32 [K/G, N/8], scales float16 [K/G, N], bias float16 [N].
+The packed layout (csrc/w4a16/w4a16.h) is the CPU GEMV's k-contiguous copy of qweight's codes,
+built once per layer (``W4A16Linear`` does it on its first CPU forward); its GEMV sums in a
+different, fixed order (fused multiply-adds into 32 partial sums, then a tree), so its bits
+differ from ``w4a16_linear``'s by float32 rounding.
 Float tensors may be float32, float16 or bfloat16; sums are float32. Every op runs on CPU
-(OpenMP) and CUDA (current stream), has a fake implementation for torch.export / tracing,
+(OpenMP), all but the packed ones on CUDA too (current stream), has a fake implementation for
+torch.export / tracing,
 and is inference only (no autograd). An out-of-range code raises ValueError on CPU; on CUDA
 its output row is NaN (checking would need a device sync).
 """
@@ -335,6 +342,146 @@ def _(
     return qweight.new_empty((k, n), dtype=_dequant_dtype(out_dtype))
 
 
+# ---------------------------------------------------------------------------- W4A16, packed (CPU)
+
+
+def _check_repack(op: str, qweight: Tensor) -> tuple[int, int]:
+    _check_dtype(op, "qweight", qweight, (torch.int32,))
+    _check_ndim(op, "qweight", qweight, 2, "[K, N/8]")
+    k, n = qweight.shape[0], qweight.shape[1] * 8
+    if k < 32 or k % 32 or n < 8:
+        raise ValueError(
+            f"{op}: qweight must be [K, N/8] with K a positive multiple of 32 and N/8 >= 1, "
+            f"got {tuple(qweight.shape)}"
+        )
+    return k, n
+
+
+def _check_cpu(op: str, **tensors: Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.device.type != "cpu":
+            raise ValueError(f"{op}: {name} is on {t.device}; this op runs on the CPU only")
+
+
+@torch.library.custom_op("vilau::w4a16_repack", mutates_args=(), device_types=("cpu",))
+def _w4a16_repack_op(qweight: Tensor) -> Tensor:
+    k, n = _check_repack("w4a16_repack", qweight)
+    _check_cpu("w4a16_repack", qweight=qweight)
+    qweight = qweight.contiguous()
+    packed = torch.empty(n // 8, k // 32, 8, 16, dtype=torch.uint8)
+    _native().w4a16_repack_cpu(qweight.data_ptr(), packed.data_ptr(), k, n, torch.get_num_threads())
+    return packed
+
+
+@_w4a16_repack_op.register_fake
+def _(qweight: Tensor) -> Tensor:
+    k, n = _check_repack("w4a16_repack", qweight)
+    return qweight.new_empty((n // 8, k // 32, 8, 16), dtype=torch.uint8)
+
+
+def _check_linear_packed(
+    x: Tensor,
+    packed: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> tuple[int, int]:
+    op = "w4a16_linear_packed"
+    _check_dtype(op, "packed", packed, (torch.uint8,))
+    if packed.dim() != 4 or tuple(packed.shape[2:]) != (8, 16) or packed.numel() == 0:
+        raise ValueError(
+            f"{op}: packed must be [N/8, K/32, 8, 16] (from w4a16_repack), "
+            f"got shape {tuple(packed.shape)}"
+        )
+    k, n = packed.shape[1] * 32, packed.shape[0] * 8
+    if group_size < 32 or group_size % 32 or k % group_size:
+        raise ValueError(
+            f"{op}: group_size = {group_size} must be a multiple of 32 that divides "
+            f"in_features K = {k} (other group sizes: w4a16_linear)"
+        )
+    _check_dtype(op, "qzeros", qzeros, (torch.int32,))
+    _check_dtype(op, "scales", scales, (torch.float16,))
+    groups = k // group_size
+    if tuple(qzeros.shape) != (groups, n // 8):
+        raise ValueError(
+            f"{op}: qzeros must be [K/group_size, N/8] = {(groups, n // 8)}, "
+            f"got {tuple(qzeros.shape)}"
+        )
+    if tuple(scales.shape) != (groups, n):
+        raise ValueError(
+            f"{op}: scales must be [K/group_size, N] = {(groups, n)}, got {tuple(scales.shape)}"
+        )
+    _check_dtype(op, "x", x, _DTYPE_CODES)
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"{op}: x must be [..., K] with K = {k}, got {tuple(x.shape)}")
+    if bias is not None:
+        _check_dtype(op, "bias", bias, (torch.float16,))
+        if tuple(bias.shape) != (n,):
+            raise ValueError(f"{op}: bias must be [N] = [{n}], got {tuple(bias.shape)}")
+    return k, n
+
+
+def w4a16_linear_packed_into(
+    y: Tensor,
+    x: Tensor,
+    packed: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+    isa: str = "auto",
+) -> None:
+    """The packed GEMV into y [..., N] (x's dtype) on one instruction-set path: an entry of
+    ``_C.w4a16_packed_cpu_isas()`` or ``"auto"``; for tests and bench/w4a16.py. Dense CPU
+    tensors only."""
+    k, n = _check_linear_packed(x, packed, qzeros, scales, bias, group_size)
+    _check_cpu(
+        "w4a16_linear_packed", x=x, packed=packed, qzeros=qzeros, scales=scales, bias=bias, y=y
+    )
+    x, packed, qzeros, scales = (t.contiguous() for t in (x, packed, qzeros, scales))
+    if y.dtype != x.dtype or tuple(y.shape) != (*x.shape[:-1], n) or not y.is_contiguous():
+        raise ValueError(
+            f"w4a16_linear_packed: y must be a contiguous {x.dtype} {(*x.shape[:-1], n)}, "
+            f"got {y.dtype} {tuple(y.shape)}"
+        )
+    m = x.numel() // k
+    if m:
+        _native().w4a16_linear_packed_cpu(
+            x.data_ptr(), packed.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),
+            0 if bias is None else bias.contiguous().data_ptr(), y.data_ptr(), m, k, n,
+            group_size, _DTYPE_CODES[x.dtype], torch.get_num_threads(), isa,
+        )  # fmt: skip
+
+
+@torch.library.custom_op("vilau::w4a16_linear_packed", mutates_args=(), device_types=("cpu",))
+def _w4a16_linear_packed_op(
+    x: Tensor,
+    packed: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> Tensor:
+    n = _check_linear_packed(x, packed, qzeros, scales, bias, group_size)[1]
+    y = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
+    w4a16_linear_packed_into(y, x, packed, qzeros, scales, bias, group_size)
+    return y
+
+
+@_w4a16_linear_packed_op.register_fake
+def _(
+    x: Tensor,
+    packed: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> Tensor:
+    n = _check_linear_packed(x, packed, qzeros, scales, bias, group_size)[1]
+    return x.new_empty((*x.shape[:-1], n))
+
+
 # ---------------------------------------------------------------------------- public names
 
 
@@ -371,3 +518,22 @@ def w4a16_dequantize(
 ) -> Tensor:
     """W_T [K, N] = (code - zero) * scale from AutoAWQ GEMM buffers (float16 unless out_dtype)."""
     return torch.ops.vilau.w4a16_dequantize(qweight, qzeros, scales, group_size, out_dtype)
+
+
+def w4a16_repack(qweight: Tensor) -> Tensor:
+    """AutoAWQ qweight int32 [K, N/8] (CPU, K % 32 == 0) -> packed uint8 [N/8, K/32, 8, 16]: the
+    k-contiguous layout of the CPU GEMV (w4a16_linear_packed), built once per layer."""
+    return torch.ops.vilau.w4a16_repack(qweight)
+
+
+def w4a16_linear_packed(
+    x: Tensor,
+    packed: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    bias: Tensor | None,
+    group_size: int,
+) -> Tensor:
+    """x [..., K] @ W_T (+ bias) -> [..., N] on the CPU with W_T's codes from w4a16_repack;
+    group_size a multiple of 32. Sums: 32 fused partial sums per output, then a fixed tree."""
+    return torch.ops.vilau.w4a16_linear_packed(x, packed, qzeros, scales, bias, group_size)
