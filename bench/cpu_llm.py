@@ -18,7 +18,8 @@ its own process (its peak RSS is its own), greedy, on the same ``--prompt-len`` 
 
 Each figure is the median of ``--repeat`` runs after one warm-up run. ``--llama-cpp PYTHON``
 names an interpreter with ``llama_cpp`` installed (see bench/llama_cpp_baseline.py); its F32,
-F16 and Q4_0 conversions of the same ``llm/`` folder are timed on the same prompt ids.
+F16 and Q4_0 conversions of the same ``llm/`` folder are timed on the same prompt ids, with a
+float32 KV cache like ours (llama.cpp's default float16 cache can flip near-tied greedy tokens).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def llama_cpp_rows(python: str, ckpt: Path, ids: list[int], args, workdir: Path)
         python, str(HERE / "llama_cpp_baseline.py"), "--hf", str(ckpt / "llm"),
         "--prompt-ids", str(ids_file), "--new-tokens", str(args.new_tokens),
         "--threads", str(args.threads), "--repeat", str(args.repeat), "--out", str(out),
-        "--workdir", str(workdir / "gguf"),
+        "--workdir", str(workdir / "gguf"), "--kv-type", "f32",  # our backends' cache is fp32
     ]  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if p.returncode or not out.is_file():

@@ -209,3 +209,21 @@ def test_quantize_llm_swaps_in_w4a16_and_follows_the_dequantized_model(tiny_fixt
     out = native.forward(embeds, rope, 0)
     ref_out = TorchBackend(reference).forward(embeds, rope, 0)
     torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+    # decode steps (the fused packed q/k/v and gate/up GEMVs), one row and a CFG pair
+    step = embeds[:, :1] * 0.5
+    native.setup_cache(1, 6)
+    TorchBackend(reference).setup_cache(1, 6)
+    native.forward(embeds, rope, 0)
+    TorchBackend(reference).forward(embeds, rope, 0)
+    out = native.forward(step, torch.tensor([[5]]), 5)
+    ref_out = TorchBackend(reference).forward(step, torch.tensor([[5]]), 5)
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+    assert native._fused[0].qkv.packed is not None  # the fused INT4 path ran, not the layers
+    pair = torch.cat([embeds[:, :3], embeds[:, 2:5]])
+    native.setup_cache(2, 3)
+    TorchBackend(reference).setup_cache(2, 3)
+    torch.testing.assert_close(
+        native.forward(pair, torch.arange(3).expand(2, 3), 0),
+        TorchBackend(reference).forward(pair, torch.arange(3).expand(2, 3), 0),
+        rtol=1e-4, atol=1e-4,
+    )  # fmt: skip

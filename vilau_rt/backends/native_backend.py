@@ -169,7 +169,7 @@ class NativeBackend(Backend):
         """x [B, T, H] at cache slots ``slots`` [T] -> hidden [B, T, H]. Attends over cache slots
         [0, end) (graphs: the whole cache, ``end`` None) with mask (slot <= query slot) & valid
         [B, L]; ``masked=False`` (eager, T = 1, every slot valid) skips the all-true mask.
-        Mirrors llama.py op for op, with q/k/v and gate/up as one matmul each (see _FusedLayer)."""
+        Mirrors llama.py op for op, with q/k/v and gate/up as one matmul each (see _FusedLinear)."""
         llm = self.model.llm
         cfg = self.cfg.llm
         B, T, _ = x.shape
@@ -184,10 +184,10 @@ class NativeBackend(Backend):
         for layer, fused, kc, vc in zip(llm.model.layers, self._fused, self._k, self._v):
             attn = layer.self_attn
             a = layer.input_layernorm(x)
-            if fused is not None:
-                q, k, v = native.linear(a, fused.qkv, fused.qkv_bias).split(fused.qkv_sizes, -1)
+            if fused.qkv is not None:
+                q, k, v = fused.qkv(a)
             else:
-                q, k, v = attn.q_proj(a), attn.k_proj(a), attn.v_proj(a)
+                q, k, v = (_linear(m, a) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
             q = q.view(B, T, nh, hd).transpose(1, 2)
             k = k.view(B, T, nkv, hd).transpose(1, 2)
             v = v.view(B, T, nkv, hd).transpose(1, 2)
@@ -206,11 +206,12 @@ class NativeBackend(Backend):
             y = torch.matmul(att, values).transpose(1, 2).reshape(B, T, -1)
             x = x + _linear(attn.o_proj, y)
             h = layer.post_attention_layernorm(x)
-            if fused is not None:
-                gate, up = native.linear(h, fused.gate_up).chunk(2, dim=-1)
-                x = x + _linear(layer.mlp.down_proj, F.silu(gate) * up)
+            mlp = layer.mlp
+            if fused.gate_up is not None:
+                gate, up = fused.gate_up(h)
             else:
-                x = x + layer.mlp(h)
+                gate, up = _linear(mlp.gate_proj, h), _linear(mlp.up_proj, h)
+            x = x + _linear(mlp.down_proj, F.silu(gate) * up)
         return llm.model.norm(x)
 
     @torch.no_grad()
@@ -327,45 +328,111 @@ class NativeBackend(Backend):
 
 
 def _linear(module, x):
-    """A float ``nn.Linear`` through ``native.linear`` (the decode GEMV); other modules (W4A16)
-    as they are."""
+    """One linear of a decode step: float ``nn.Linear`` through ``native.linear`` (the float32
+    GEMV), ``W4A16Linear`` through ``_w4a16_packed`` where its packed CPU GEMV serves x."""
     if type(module) is torch.nn.Linear:
         return native.linear(x, module.weight, module.bias)
+    if _w4a16_packed_serves(module, x):
+        return _w4a16_packed(x, module.packed_weight(), module.qzeros, module.scales, module.bias,
+                             module.group_size)  # fmt: skip
     return module(x)
+
+
+def _is_w4a16(module) -> bool:
+    return type(module).__name__ == "W4A16Linear" and hasattr(module, "packed_weight")
+
+
+def _w4a16_packed_serves(module, x) -> bool:
+    if not _is_w4a16(module) or x.device.type != "cpu" or module.group_size % 32:
+        return False
+    k = x.shape[-1]
+    return 1 <= x.numel() // k < kernels.W4A16_CPU_BLAS_MIN_M and k % 32 == 0
+
+
+def _w4a16_packed(x, packed, qzeros, scales, bias, group_size):
+    """``kernels.w4a16_linear_packed`` without the custom-op dispatch (a decode step makes ~7
+    calls per layer; the backend built these buffers itself, so the op's checks hold)."""
+    k = x.shape[-1]
+    n = packed.shape[0] * 8
+    x = x.contiguous()
+    y = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
+    kernels._native().w4a16_linear_packed_cpu(
+        x.data_ptr(), packed.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),
+        0 if bias is None else bias.data_ptr(), y.data_ptr(), x.numel() // k, k, n, group_size,
+        kernels._DTYPE_CODES[x.dtype], torch.get_num_threads(), "auto",
+    )  # fmt: skip
+    return y
+
+
+class _FusedLinear:
+    """Linears that read the same input (q/k/v; gate/up) as one matmul, outputs split back.
+
+    Float ``nn.Linear``: one [sum N, K] weight; the model's linears keep working, their weights
+    become row views of it (no memory duplicated; a torch backend over the same model sees the
+    same values). ``W4A16Linear`` (CPU, group % 32 == 0): one packed weight for the CPU GEMV built
+    from the concatenated codes (the layers' own packed caches are then never built); rows the
+    packed GEMV does not serve (prefill) go through the layers one by one. The packed codes are
+    read when the backend is built: a backend serves the INT4 weights it was created with."""
+
+    def __init__(self, linears, weight=None, bias=None, packed=None, qzeros=None, scales=None):
+        self.linears = linears
+        self.sizes = [m.out_features for m in linears]
+        self.weight, self.bias = weight, bias
+        self.packed, self.qzeros, self.scales = packed, qzeros, scales
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, linears) -> _FusedLinear | None:
+        """The fused form, or None when the linears differ in kind, dtype, device, K or group."""
+        first = linears[0]
+        if all(type(m) is torch.nn.Linear for m in linears):
+            w0 = first.weight
+            if any(m.weight.dtype != w0.dtype or m.weight.device != w0.device for m in linears):
+                return None
+            if len({m.bias is None for m in linears}) != 1:
+                return None
+            bias = None if first.bias is None else _fuse_rows(linears, "bias")
+            return cls(linears, weight=_fuse_rows(linears, "weight"), bias=bias)
+        if not all(_is_w4a16(m) for m in linears):
+            return None
+        if len({(m.in_features, m.group_size, m.qweight.device.type) for m in linears}) != 1:
+            return None
+        if first.qweight.device.type != "cpu" or first.group_size % 32 or first.in_features % 32:
+            return None
+        if any(m.bias is not None for m in linears):
+            return None
+        cat = functools.partial(torch.cat, dim=1)
+        return cls(
+            linears,
+            packed=kernels.w4a16_repack(cat([m.qweight for m in linears])),
+            qzeros=cat([m.qzeros for m in linears]).contiguous(),
+            scales=cat([m.scales for m in linears]).contiguous(),
+        )
+
+    def __call__(self, x) -> list[torch.Tensor]:
+        if self.weight is not None:
+            return native.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+        if _w4a16_packed_serves(self.linears[0], x):
+            g = self.linears[0].group_size
+            y = _w4a16_packed(x, self.packed, self.qzeros, self.scales, None, g)
+            return y.split(self.sizes, dim=-1)
+        return [m(x) for m in self.linears]
 
 
 @dataclass
 class _FusedLayer:
-    """One decoder layer's q/k/v weights as one [Nq + Nk + Nv, H] tensor and gate/up as one
-    [2 I, H] tensor: two matmuls instead of five (fewer dispatches, wider GEMVs for the threads).
-    The model's linears keep working: their weights become row views of the fused tensors, so no
-    memory is duplicated and the torch backend over the same model sees the same values."""
+    """A decoder layer's q/k/v and gate/up, each fused when possible (see _FusedLinear)."""
 
-    qkv: torch.Tensor
-    qkv_bias: torch.Tensor | None
-    qkv_sizes: tuple[int, int, int]
-    gate_up: torch.Tensor
+    qkv: _FusedLinear | None
+    gate_up: _FusedLinear | None
 
     @classmethod
-    @torch.no_grad()
-    def of(cls, layer) -> _FusedLayer | None:
-        """Fuse the layer's float linears in place; None when they are not all plain float
-        ``nn.Linear`` of one dtype and device (W4A16 layers keep their own kernels)."""
+    def of(cls, layer) -> _FusedLayer:
         attn, mlp = layer.self_attn, layer.mlp
-        qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
-        gu = [mlp.gate_proj, mlp.up_proj]
-        lins = [*qkv, *gu]
-        if any(type(m) is not torch.nn.Linear for m in lins):
-            return None
-        w0 = lins[0].weight
-        if any(m.weight.dtype != w0.dtype or m.weight.device != w0.device for m in lins):
-            return None
-        if any(m.bias is not None for m in gu) or len({m.bias is None for m in qkv}) != 1:
-            return None
-        fused_qkv = _fuse_rows(qkv, "weight")
-        fused_bias = None if qkv[0].bias is None else _fuse_rows(qkv, "bias")
-        sizes = tuple(m.out_features for m in qkv)
-        return cls(fused_qkv, fused_bias, sizes, _fuse_rows(gu, "weight"))
+        return cls(
+            _FusedLinear.of([attn.q_proj, attn.k_proj, attn.v_proj]),
+            _FusedLinear.of([mlp.gate_proj, mlp.up_proj]),
+        )
 
 
 def _fuse_rows(linears, name: str) -> torch.Tensor:
