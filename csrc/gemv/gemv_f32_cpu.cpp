@@ -7,6 +7,8 @@
 // KiB) stays in L1. R is chosen so the accumulators fit the register file.
 #include "gemv/gemv_f32.h"
 
+#include "common/cpu_isa.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -50,13 +52,6 @@ void rows_scalar(const float* x, const float* w, const float* bias, float* y, in
 
 #define VILAU_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define VILAU_AVX2 __attribute__((target("avx2,fma")))
-
-bool has_avx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
-bool has_avx512() { return has_avx2() && __builtin_cpu_supports("avx512f"); }
 
 //! Sum of 8 lanes as (a[j] + a[j + 4]), then (+2), then (+1).
 VILAU_AVX2 inline float reduce8(__m256 a) {
@@ -212,18 +207,7 @@ void gemv_f32_check_sizes(int64_t m, int64_t k, int64_t n) {
   if (n < 1) throw std::invalid_argument("gemv_f32: N = " + std::to_string(n) + " must be >= 1");
 }
 
-std::vector<std::string> gemv_f32_isas() {
-  std::vector<std::string> isas;
-#if defined(__x86_64__) || defined(_M_X64)
-  if (has_avx512()) isas.push_back("avx512");
-  if (has_avx2()) isas.push_back("avx2");
-#endif
-#if defined(__aarch64__)
-  isas.push_back("neon");
-#endif
-  isas.push_back("scalar");
-  return isas;
-}
+std::vector<std::string> gemv_f32_isas() { return cpu_isas(); }
 
 void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, int64_t m,
                   int64_t k, int64_t n, int num_threads, const std::string& isa) {
@@ -232,15 +216,7 @@ void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, i
     throw std::invalid_argument("gemv_f32: num_threads must be >= 1, got " +
                                 std::to_string(num_threads));
   }
-  const std::vector<std::string> isas = gemv_f32_isas();
-  const std::string name = isa == "auto" ? isas.front() : isa;
-  if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
-    std::string known;
-    for (const auto& i : isas) known += (known.empty() ? "" : ", ") + i;
-    throw std::invalid_argument("gemv_f32: isa '" + isa + "' is not available here (" + known +
-                                ")");
-  }
-  const Plan plan = plan_for(name, m);
+  const Plan plan = plan_for(cpu_isa("gemv_f32", isa), m);
   const int64_t R = plan.rows;
   const int64_t blocks = n / R;
   // Contiguous row ranges per thread (static schedule): each thread streams its part of W.

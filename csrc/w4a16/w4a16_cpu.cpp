@@ -10,6 +10,7 @@
 #include <omp.h>
 #endif
 
+#include "common/cpu_isa.h"
 #include "common/float_cpu.h"
 #include "w4a16/w4a16.h"
 #include "w4a16/w4a16_cpu_simd.h"
@@ -198,14 +199,7 @@ void gemv_simd(w4a16_simd::ChunkFn chunk_fn, const T* x, const int32_t* qweight,
 //! The chunk function of a named SIMD path, nullptr for "scalar".
 //! @throws std::invalid_argument if this build or machine cannot run @p isa.
 w4a16_simd::ChunkFn simd_chunk_fn(const std::string& isa) {
-  const std::vector<std::string> isas = w4a16_cpu_isas();
-  const std::string name = isa == "auto" ? isas.front() : isa;
-  if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
-    std::string known;
-    for (const auto& i : isas) known += (known.empty() ? "" : ", ") + i;
-    throw std::invalid_argument("w4a16_gemv: isa '" + isa + "' is not available here (" +
-                                known + ", auto)");
-  }
+  const std::string name = cpu_isa("w4a16_gemv", isa);
 #if defined(__x86_64__) || defined(_M_X64)
   if (name == "avx512") return w4a16_simd::gemv_chunk_avx512;
   if (name == "avx2") return w4a16_simd::gemv_chunk_avx2;
@@ -275,18 +269,7 @@ void check_threads(int num_threads) {
 
 }  // namespace
 
-std::vector<std::string> w4a16_cpu_isas() {
-  std::vector<std::string> isas;
-#if defined(__x86_64__) || defined(_M_X64)
-  if (w4a16_simd::cpu_has_avx512()) isas.push_back("avx512");
-  if (w4a16_simd::cpu_has_avx2()) isas.push_back("avx2");
-#endif
-#if defined(__aarch64__)
-  isas.push_back("neon");  // part of every aarch64 CPU
-#endif
-  isas.push_back("scalar");
-  return isas;
-}
+std::vector<std::string> w4a16_cpu_isas() { return cpu_isas(); }
 
 void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros,
                     const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
@@ -358,7 +341,7 @@ void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const v
   const int64_t n_groups = k / group_size;
   const int64_t n_words = n / 8;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (dtype != DType::kBFloat16 && w4a16_simd::cpu_has_avx2()) {
+  if (dtype != DType::kBFloat16 && cpu_has_avx2()) {
     const bool half_out = dtype == DType::kFloat16;
     const int64_t elem = half_out ? 2 : 4;
 #pragma omp parallel num_threads(num_threads)

@@ -49,17 +49,6 @@ constexpr int64_t kRowBlock = 8;
 #define VILAU_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define VILAU_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
-bool cpu_has_avx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-}
-
-bool cpu_has_avx512() {
-  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-}
-
 namespace {
 
 //! Right-shift of lane j that brings column 8c + j of a packed word to bits 0..3 (w4a16_pack.h:

@@ -23,8 +23,6 @@ using ChunkFn = void (*)(const float* x, int64_t m, int64_t k, int64_t n, int64_
                          int64_t g0, int64_t g1);
 
 #if defined(__x86_64__) || defined(_M_X64)
-bool cpu_has_avx2();    //!< AVX2, FMA and F16C at run time
-bool cpu_has_avx512();  //!< AVX-512 F/BW/VL plus the above at run time
 void gemv_chunk_avx2(const float* x, int64_t m, int64_t k, int64_t n, int64_t group_size,
                      const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales,
                      int64_t word0, int64_t words, float* acc, int64_t ld_acc, float* scratch,

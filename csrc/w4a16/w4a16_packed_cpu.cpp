@@ -16,6 +16,7 @@
 #include <omp.h>
 #endif
 
+#include "common/cpu_isa.h"
 #include "common/float_cpu.h"
 #include "w4a16/w4a16.h"
 #include "w4a16/w4a16_cpu_simd.h"
@@ -86,13 +87,7 @@ void tiles_scalar(const float* x, int64_t m, int64_t k, int64_t n, int64_t group
 }
 
 w4a16_packed::TilesFn packed_tiles_fn(const std::string& isa) {
-  const std::vector<std::string> isas = w4a16_packed_cpu_isas();
-  const std::string name = isa == "auto" ? isas.front() : isa;
-  if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
-    std::string known;
-    for (const auto& i : isas) known += (known.empty() ? "" : ", ") + i;
-    bad("w4a16_linear_packed: isa '" + isa + "' is not available here (" + known + ", auto)");
-  }
+  const std::string name = cpu_isa("w4a16_linear_packed", isa);
 #if defined(__x86_64__) || defined(_M_X64)
   if (name == "avx512") return w4a16_packed::tiles_avx512;
   if (name == "avx2") return w4a16_packed::tiles_avx2;
@@ -160,18 +155,7 @@ void w4a16_repack_cpu(const int32_t* qweight, uint8_t* packed, int64_t k, int64_
   }
 }
 
-std::vector<std::string> w4a16_packed_cpu_isas() {
-  std::vector<std::string> isas;
-#if defined(__x86_64__) || defined(_M_X64)
-  if (w4a16_simd::cpu_has_avx512()) isas.push_back("avx512");
-  if (w4a16_simd::cpu_has_avx2()) isas.push_back("avx2");
-#endif
-#if defined(__aarch64__)
-  isas.push_back("neon");
-#endif
-  isas.push_back("scalar");
-  return isas;
-}
+std::vector<std::string> w4a16_packed_cpu_isas() { return cpu_isas(); }
 
 void w4a16_linear_packed_cpu(const void* x, const uint8_t* packed, const int32_t* qzeros,
                              const void* scales, const void* bias, void* y, int64_t m,

@@ -94,7 +94,8 @@ def test_neon_gemv_returns_the_scalar_bits_under_qemu(tmp_path):
     exe = tmp_path / "gemv_f32_isa_check"
     build = subprocess.run(
         [CXX, "-std=gnu++17", "-O2", "-fopenmp", "-static", "-Icsrc",
-         "tests/ops/gemv_f32_isa_check.cpp", "csrc/gemv/gemv_f32_cpu.cpp", "-o", str(exe)],
+         "tests/ops/gemv_f32_isa_check.cpp", "csrc/gemv/gemv_f32_cpu.cpp",
+         "csrc/common/cpu_isa.cpp", "-o", str(exe)],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]

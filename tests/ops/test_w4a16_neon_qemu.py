@@ -23,7 +23,7 @@ def test_neon_gemv_returns_the_scalar_bits_under_qemu(tmp_path):
     sources = ["tests/ops/w4a16_isa_check.cpp", "csrc/w4a16/w4a16_cpu.cpp",
                "csrc/w4a16/w4a16_cpu_simd.cpp", "csrc/w4a16/w4a16_packed_cpu.cpp",
                "csrc/w4a16/w4a16_packed_simd.cpp", "csrc/w4a16/w4a16_args.cpp",
-               "csrc/common/dtype.cpp"]  # fmt: skip
+               "csrc/common/cpu_isa.cpp", "csrc/common/dtype.cpp"]  # fmt: skip
     build = subprocess.run(
         [CXX, "-std=gnu++17", "-O2", "-fopenmp", "-ffp-contract=off", "-static", "-Icsrc",
          *sources, "-o", str(exe)],

@@ -205,6 +205,11 @@ def _check_packed(
         raise ValueError(
             f"{op}: group_size = {group_size} must be >= 1 and divide in_features K = {k}"
         )
+    _check_groups(op, qzeros, scales, k, n, group_size)
+    return k, n
+
+
+def _check_groups(op: str, qzeros: Tensor, scales: Tensor, k: int, n: int, group_size: int) -> None:
     groups = k // group_size
     if tuple(qzeros.shape) != (groups, n // 8):
         raise ValueError(
@@ -215,7 +220,16 @@ def _check_packed(
         raise ValueError(
             f"{op}: scales must be [K/group_size, N] = {(groups, n)}, got {tuple(scales.shape)}"
         )
-    return k, n
+
+
+def _check_input(op: str, x: Tensor, bias: Tensor | None, k: int, n: int) -> None:
+    _check_dtype(op, "x", x, _DTYPE_CODES)
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"{op}: x must be [..., K] with K = {k}, got {tuple(x.shape)}")
+    if bias is not None:
+        _check_dtype(op, "bias", bias, (torch.float16,))
+        if tuple(bias.shape) != (n,):
+            raise ValueError(f"{op}: bias must be [N] = [{n}], got {tuple(bias.shape)}")
 
 
 def _check_linear(
@@ -228,13 +242,7 @@ def _check_linear(
 ) -> tuple[int, int]:
     op = "w4a16_linear"
     k, n = _check_packed(op, qweight, qzeros, scales, group_size)
-    _check_dtype(op, "x", x, _DTYPE_CODES)
-    if x.dim() < 1 or x.shape[-1] != k:
-        raise ValueError(f"{op}: x must be [..., K] with K = {k}, got {tuple(x.shape)}")
-    if bias is not None:
-        _check_dtype(op, "bias", bias, (torch.float16,))
-        if tuple(bias.shape) != (n,):
-            raise ValueError(f"{op}: bias must be [N] = [{n}], got {tuple(bias.shape)}")
+    _check_input(op, x, bias, k, n)
     return k, n
 
 
@@ -402,23 +410,8 @@ def _check_linear_packed(
         )
     _check_dtype(op, "qzeros", qzeros, (torch.int32,))
     _check_dtype(op, "scales", scales, (torch.float16,))
-    groups = k // group_size
-    if tuple(qzeros.shape) != (groups, n // 8):
-        raise ValueError(
-            f"{op}: qzeros must be [K/group_size, N/8] = {(groups, n // 8)}, "
-            f"got {tuple(qzeros.shape)}"
-        )
-    if tuple(scales.shape) != (groups, n):
-        raise ValueError(
-            f"{op}: scales must be [K/group_size, N] = {(groups, n)}, got {tuple(scales.shape)}"
-        )
-    _check_dtype(op, "x", x, _DTYPE_CODES)
-    if x.dim() < 1 or x.shape[-1] != k:
-        raise ValueError(f"{op}: x must be [..., K] with K = {k}, got {tuple(x.shape)}")
-    if bias is not None:
-        _check_dtype(op, "bias", bias, (torch.float16,))
-        if tuple(bias.shape) != (n,):
-            raise ValueError(f"{op}: bias must be [N] = [{n}], got {tuple(bias.shape)}")
+    _check_groups(op, qzeros, scales, k, n, group_size)
+    _check_input(op, x, bias, k, n)
     return k, n
 
 
