@@ -8,17 +8,13 @@
 #include "gemv/gemv_f32.h"
 
 #include "common/cpu_isa.h"
+#include "common/threads.h"
 
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "common/x86_intrin.h"
 #if defined(__aarch64__)
 #include <arm_neon.h>
 #endif
@@ -212,10 +208,7 @@ std::vector<std::string> gemv_f32_isas() { return cpu_isas(); }
 void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, int64_t m,
                   int64_t k, int64_t n, int num_threads, const std::string& isa) {
   gemv_f32_check_sizes(m, k, n);
-  if (num_threads < 1) {
-    throw std::invalid_argument("gemv_f32: num_threads must be >= 1, got " +
-                                std::to_string(num_threads));
-  }
+  check_num_threads("gemv_f32", num_threads);
   const Plan plan = plan_for(cpu_isa("gemv_f32", isa), m);
   const int64_t R = plan.rows;
   const int64_t blocks = n / R;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/float_cpu.h"
+#include "common/threads.h"
 #include "rvq/rvq.h"
 
 namespace vilau {
@@ -24,13 +25,6 @@ void load_row(const T* src, float* dst, int64_t n) {
 template <class T>
 void store_row(const float* src, T* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = from_float<T>(src[i]);
-}
-
-void check_threads(int num_threads) {
-  if (num_threads < 1) {
-    throw std::invalid_argument("rvq: num_threads = " + std::to_string(num_threads) +
-                                " must be >= 1");
-  }
 }
 
 template <class T>
@@ -134,7 +128,7 @@ void rvq_lookup_cpu(const int64_t* codes, const void* codebooks, void* out, int6
                     int64_t depth, int64_t n_codebooks, int64_t codebook_rows, int64_t dim,
                     DType dtype, int num_threads) {
   rvq_check_sizes(n_rows, depth, n_codebooks, codebook_rows, dim);
-  check_threads(num_threads);
+  check_num_threads("rvq", num_threads);
   const int64_t n_embed = codebook_rows - 1;
   for (int64_t i = 0; i < n_rows * depth; ++i) {  // before any write: no partial output
     if (codes[i] < 0 || codes[i] >= n_embed) {
@@ -155,7 +149,7 @@ void rvq_encode_cpu(const void* features, const void* codebooks, int64_t* codes,
                     int64_t n_rows, int64_t depth, int64_t n_codebooks, int64_t codebook_rows,
                     int64_t dim, int64_t n_embed, DType dtype, int num_threads) {
   rvq_check_sizes(n_rows, depth, n_codebooks, codebook_rows, dim);
-  check_threads(num_threads);
+  check_num_threads("rvq", num_threads);
   if (codebook_rows != n_embed + 1) {
     throw std::invalid_argument("rvq_encode: codebooks has " + std::to_string(codebook_rows) +
                                 " rows per codebook; expected n_embed + 1 = " +

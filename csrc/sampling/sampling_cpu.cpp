@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/float_cpu.h"
+#include "common/threads.h"
 #include "sampling/philox.h"
 #include "sampling/sampling.h"
 
@@ -124,10 +125,7 @@ void sample_codes_cpu(const void* logits, int64_t* codes, int64_t n_rows, int64_
                       float top_p, const int64_t* rng, int64_t subsequence, DType dtype,
                       int num_threads) {
   sample_check_args(n_rows, vocab, temperature, top_p, subsequence);
-  if (num_threads < 1) {
-    throw std::invalid_argument("sample_codes: num_threads = " + std::to_string(num_threads) +
-                                " must be >= 1");
-  }
+  check_num_threads("sample_codes", num_threads);
   const uint64_t seed = static_cast<uint64_t>(rng[0]);
   const uint64_t counter = static_cast<uint64_t>(rng[1]);
   int64_t bad_row = -1;

@@ -6,12 +6,9 @@
 #include <string>
 #include <vector>
 
-#ifdef VILAU_WITH_OPENMP
-#include <omp.h>
-#endif
-
 #include "common/cpu_isa.h"
 #include "common/float_cpu.h"
+#include "common/threads.h"
 #include "w4a16/w4a16.h"
 #include "w4a16/w4a16_cpu_simd.h"
 #include "w4a16/w4a16_pack.h"
@@ -171,15 +168,10 @@ void gemv_simd(w4a16_simd::ChunkFn chunk_fn, const T* x, const int32_t* qweight,
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, quads)));
 #pragma omp parallel num_threads(threads)
   {
-#ifdef VILAU_WITH_OPENMP
-    const int64_t tid = omp_get_thread_num();
-    const int64_t nth = omp_get_num_threads();
-#else
-    const int64_t tid = 0;
-    const int64_t nth = 1;
-#endif
-    const int64_t word0 = std::min(n_words, quads * tid / nth * 4);
-    const int64_t word1 = std::min(n_words, quads * (tid + 1) / nth * 4);
+    int64_t q0 = 0, q1 = 0;
+    thread_share(quads, &q0, &q1);
+    const int64_t word0 = std::min(n_words, q0 * 4);
+    const int64_t word1 = std::min(n_words, q1 * 4);
     const int64_t words = word1 - word0;
     if (words > 0) {
       const int64_t cols = 8 * words;
@@ -260,13 +252,6 @@ void gemm(const T* x, const int32_t* qweight, const int32_t* qzeros, const Half*
   }
 }
 
-void check_threads(int num_threads) {
-  if (num_threads < 1) {
-    throw std::invalid_argument("w4a16: num_threads = " + std::to_string(num_threads) +
-                                " must be >= 1");
-  }
-}
-
 }  // namespace
 
 std::vector<std::string> w4a16_cpu_isas() { return cpu_isas(); }
@@ -275,7 +260,7 @@ void w4a16_gemv_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros
                     const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
                     int64_t group_size, DType dtype, int num_threads, const std::string& isa) {
   w4a16_check_sizes(m, k, n, group_size);
-  check_threads(num_threads);
+  check_num_threads("w4a16", num_threads);
   if (m > kGemvMaxM) {
     throw std::invalid_argument("w4a16_gemv: M = " + std::to_string(m) +
                                 " rows exceeds kGemvMaxM = " + std::to_string(kGemvMaxM) +
@@ -300,7 +285,7 @@ void w4a16_gemm_cpu(const void* x, const int32_t* qweight, const int32_t* qzeros
                     const void* scales, const void* bias, void* y, int64_t m, int64_t k, int64_t n,
                     int64_t group_size, DType dtype, int num_threads) {
   w4a16_check_sizes(m, k, n, group_size);
-  check_threads(num_threads);
+  check_num_threads("w4a16", num_threads);
   if (m == 0) return;
   const w4a16_simd::ChunkFn chunk_fn = simd_chunk_fn("auto");
   dispatch_float(dtype, [&](auto tag) {
@@ -336,7 +321,7 @@ void w4a16_dequantize_cpu(const int32_t* qweight, const int32_t* qzeros, const v
                           void* w_t, int64_t k, int64_t n, int64_t group_size, DType dtype,
                           int num_threads) {
   w4a16_check_sizes(0, k, n, group_size);
-  check_threads(num_threads);
+  check_num_threads("w4a16", num_threads);
   const Half* s = static_cast<const Half*>(scales);
   const int64_t n_groups = k / group_size;
   const int64_t n_words = n / 8;

@@ -15,14 +15,7 @@
 
 #include <algorithm>
 
-#if defined(__x86_64__) || defined(_M_X64)
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wmaybe-uninitialized
-// inside the header (GCC bug 105593, fixed in 13); the warning is about the header, not us.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "common/x86_intrin.h"
 #if defined(__aarch64__)
 #include <arm_neon.h>
 #endif

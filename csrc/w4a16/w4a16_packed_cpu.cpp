@@ -12,12 +12,9 @@
 #include <string>
 #include <vector>
 
-#ifdef VILAU_WITH_OPENMP
-#include <omp.h>
-#endif
-
 #include "common/cpu_isa.h"
 #include "common/float_cpu.h"
+#include "common/threads.h"
 #include "w4a16/w4a16.h"
 #include "w4a16/w4a16_cpu_simd.h"
 #include "w4a16/w4a16_pack.h"
@@ -28,12 +25,6 @@ namespace vilau {
 namespace {
 
 [[noreturn]] void bad(const std::string& message) { throw std::invalid_argument(message); }
-
-void check_threads(const char* op, int num_threads) {
-  if (num_threads < 1) {
-    bad(std::string(op) + ": num_threads = " + std::to_string(num_threads) + " must be >= 1");
-  }
-}
 
 void check_k32(const char* op, int64_t k) {
   if (k % 32 != 0) {
@@ -108,16 +99,9 @@ void linear_packed(w4a16_packed::TilesFn fn, const T* x, const uint8_t* packed,
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, tiles)));
 #pragma omp parallel num_threads(threads)
   {
-#ifdef VILAU_WITH_OPENMP
-    const int64_t tid = omp_get_thread_num();
-    const int64_t nth = omp_get_num_threads();
-#else
-    const int64_t tid = 0;
-    const int64_t nth = 1;
-#endif
     // One contiguous range of tiles per thread: its bytes are one run of memory.
-    const int64_t t0 = tiles * tid / nth;
-    const int64_t t1 = tiles * (tid + 1) / nth;
+    int64_t t0 = 0, t1 = 0;
+    thread_share(tiles, &t0, &t1);
     if (t1 > t0) {
       fn(xf.data(), m, k, n, group_size, packed, qzeros, scales, t0, t1, sums.data());
       for (int64_t r = 0; r < m; ++r) {
@@ -136,7 +120,7 @@ void w4a16_repack_cpu(const int32_t* qweight, uint8_t* packed, int64_t k, int64_
                       int num_threads) {
   w4a16_check_sizes(0, k, n, 1);
   check_k32("w4a16_repack", k);
-  check_threads("w4a16_repack", num_threads);
+  check_num_threads("w4a16_repack", num_threads);
   const int64_t tiles = n / 8;
   const int64_t blocks = k / 32;
   // Block-major: the 32 rows of a block are read as whole rows of qweight.
@@ -166,7 +150,7 @@ void w4a16_linear_packed_cpu(const void* x, const uint8_t* packed, const int32_t
     bad("w4a16_linear_packed: group_size = " + std::to_string(group_size) +
         " must be a multiple of 32 (use w4a16_linear_cpu on the AutoAWQ layout)");
   }
-  check_threads("w4a16_linear_packed", num_threads);
+  check_num_threads("w4a16_linear_packed", num_threads);
   const w4a16_packed::TilesFn fn = packed_tiles_fn(isa);
   if (m == 0) return;
   dispatch_float(dtype, [&](auto tag) {
