@@ -350,17 +350,10 @@ def _w4a16_packed_serves(module, x) -> bool:
 
 
 def _w4a16_packed(x, packed, qzeros, scales, bias, group_size):
-    """``kernels.w4a16_linear_packed`` without the custom-op dispatch (a decode step makes ~7
-    calls per layer; the backend built these buffers itself, so the op's checks hold)."""
-    k = x.shape[-1]
-    n = packed.shape[0] * 8
-    x = x.contiguous()
-    y = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
-    kernels._native().w4a16_linear_packed_cpu(
-        x.data_ptr(), packed.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),
-        0 if bias is None else bias.data_ptr(), y.data_ptr(), x.numel() // k, k, n, group_size,
-        kernels._DTYPE_CODES[x.dtype], torch.get_num_threads(), "auto",
-    )  # fmt: skip
+    """``kernels.w4a16_linear_packed`` without the custom-op dispatch and checks (a decode step
+    makes ~7 calls per layer; the backend built these buffers itself)."""
+    y = torch.empty(*x.shape[:-1], packed.shape[0] * 8, dtype=x.dtype)
+    kernels.run_w4a16_packed(y, x, packed, qzeros, scales, bias, group_size)
     return y
 
 

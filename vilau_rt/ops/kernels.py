@@ -428,22 +428,30 @@ def w4a16_linear_packed_into(
     """The packed GEMV into y [..., N] (x's dtype) on one instruction-set path: an entry of
     ``_C.w4a16_packed_cpu_isas()`` or ``"auto"``; for tests and bench/w4a16.py. Dense CPU
     tensors only."""
-    k, n = _check_linear_packed(x, packed, qzeros, scales, bias, group_size)
+    n = _check_linear_packed(x, packed, qzeros, scales, bias, group_size)[1]
     _check_cpu(
         "w4a16_linear_packed", x=x, packed=packed, qzeros=qzeros, scales=scales, bias=bias, y=y
     )
-    x, packed, qzeros, scales = (t.contiguous() for t in (x, packed, qzeros, scales))
     if y.dtype != x.dtype or tuple(y.shape) != (*x.shape[:-1], n) or not y.is_contiguous():
         raise ValueError(
             f"w4a16_linear_packed: y must be a contiguous {x.dtype} {(*x.shape[:-1], n)}, "
             f"got {y.dtype} {tuple(y.shape)}"
         )
+    run_w4a16_packed(y, x, packed, qzeros, scales, bias, group_size, isa)
+
+
+def run_w4a16_packed(y, x, packed, qzeros, scales, bias, group_size, isa="auto") -> None:
+    """The packed CPU GEMV into y, without the checks: for callers that checked already (the
+    op, ``w4a16_linear_packed_into``) or built the buffers themselves (the native backend's
+    decode step, where the op's dispatch and checks cost more than a small layer's kernel)."""
+    k = packed.shape[1] * 32
     m = x.numel() // k
     if m:
+        x, packed, qzeros, scales = (t.contiguous() for t in (x, packed, qzeros, scales))
         _native().w4a16_linear_packed_cpu(
             x.data_ptr(), packed.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),
-            0 if bias is None else bias.contiguous().data_ptr(), y.data_ptr(), m, k, n,
-            group_size, _DTYPE_CODES[x.dtype], torch.get_num_threads(), isa,
+            0 if bias is None else bias.contiguous().data_ptr(), y.data_ptr(), m, k,
+            packed.shape[0] * 8, group_size, _DTYPE_CODES[x.dtype], torch.get_num_threads(), isa,
         )  # fmt: skip
 
 
@@ -457,8 +465,9 @@ def _w4a16_linear_packed_op(
     group_size: int,
 ) -> Tensor:
     n = _check_linear_packed(x, packed, qzeros, scales, bias, group_size)[1]
+    _check_cpu("w4a16_linear_packed", x=x, packed=packed, qzeros=qzeros, scales=scales, bias=bias)
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
-    w4a16_linear_packed_into(y, x, packed, qzeros, scales, bias, group_size)
+    run_w4a16_packed(y, x, packed, qzeros, scales, bias, group_size)
     return y
 
 
