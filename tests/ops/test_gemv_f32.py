@@ -4,18 +4,14 @@ are refused by name, and ``native.linear`` equals ``F.linear`` on every shape it
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from qemu_aarch64 import build_and_run, needs_qemu
 
 from vilau_rt.ops import native
 
 _C = pytest.importorskip("vilau_rt._C")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def gemv(x, w, bias=None, isa="auto", threads=2):
@@ -85,21 +81,10 @@ def test_linear_uses_the_gemv_only_for_decode_shapes():
     assert native.gemv_rows(torch.randn(1, 1, 64), w.t().contiguous().t()) == 0  # strided W
 
 
-CXX = shutil.which("aarch64-linux-gnu-g++")
-QEMU = shutil.which("qemu-aarch64")
-
-
-@pytest.mark.skipif(not (CXX and QEMU), reason="needs aarch64-linux-gnu-g++ and qemu-aarch64")
+@needs_qemu
 def test_neon_gemv_returns_the_scalar_bits_under_qemu(tmp_path):
-    exe = tmp_path / "gemv_f32_isa_check"
-    build = subprocess.run(
-        [CXX, "-std=gnu++17", "-O2", "-fopenmp", "-static", "-Icsrc",
-         "tests/ops/gemv_f32_isa_check.cpp", "csrc/gemv/gemv_f32_cpu.cpp",
-         "csrc/common/cpu_isa.cpp", "-o", str(exe)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:]
-    run = subprocess.run([QEMU, str(exe)], capture_output=True, text=True, timeout=300, check=False)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "isas: neon scalar" in run.stdout
-    assert "0 of 72 cases differ" in run.stdout
+    sources = ["tests/ops/gemv_f32_isa_check.cpp", "csrc/gemv/gemv_f32_cpu.cpp",
+               "csrc/common/cpu_isa.cpp"]  # fmt: skip
+    out = build_and_run(tmp_path / "gemv_f32_isa_check", sources)
+    assert "isas: neon scalar" in out
+    assert "0 of 72 cases differ" in out
