@@ -21,7 +21,8 @@ import torch
 from onnx.defs import OpSchema
 from torch import Tensor, nn
 
-from vilau_rt.model.awq import W4A16Linear, unpack_gemm
+from vilau_rt.model.awq import W4A16Linear
+from vilau_rt.model.awq_format import unpack_gemm
 
 MS_DOMAIN = "com.microsoft"
 

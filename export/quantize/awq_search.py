@@ -42,13 +42,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vilau_rt.errors import CheckpointError, ConfigError
-from vilau_rt.model.awq import (
-    LLAMA_QUANT_LINEARS,
-    AWQConfig,
-    fake_quantize,
-    pack_gemm,
-    quantize_tensor,
-)
+from vilau_rt.model.awq import LLAMA_QUANT_LINEARS, AWQConfig
+from vilau_rt.model.awq_format import fake_quantize, pack_gemm, quantize_tensor
 from vilau_rt.model.llama import (
     LlamaConfig,
     LlamaDecoderLayer,

@@ -17,7 +17,8 @@ from vilau_export.quantize.calibration import (
 )
 
 from vilau_rt.errors import ConfigError
-from vilau_rt.model.awq import AWQConfig, fake_quantize, load_awq_llm, load_llm
+from vilau_rt.model.awq import AWQConfig, load_awq_llm, load_llm
+from vilau_rt.model.awq_format import fake_quantize
 from vilau_rt.model.llama import LlamaConfig, LlamaForCausalLM
 
 

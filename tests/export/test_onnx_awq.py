@@ -44,7 +44,7 @@ def test_repacked_linear_computes_the_unrounded_awq_weight(awq_fixture):
     nbits = MatMulNBitsLinear(lin, torch.float32)
     x = torch.randn(3, lin.in_features, generator=torch.Generator().manual_seed(0))
     # float64 reference straight from the AutoAWQ buffers, without the fp16 rounding
-    from vilau_rt.model.awq import unpack_gemm
+    from vilau_rt.model.awq_format import unpack_gemm
 
     codes, zeros = unpack_gemm(lin.qweight, lin.qzeros)
     g = lin.group_size

@@ -13,13 +13,11 @@ from torch import nn
 
 from vilau_rt.errors import ConfigError
 from vilau_rt.model import awq
-from vilau_rt.model.awq import (
-    AWQConfig,
-    W4A16Linear,
+from vilau_rt.model.awq import AWQConfig, W4A16Linear, replace_linears_with_w4a16
+from vilau_rt.model.awq_format import (
     dequantize_gemm,
     pack_gemm,
     quantize_tensor,
-    replace_linears_with_w4a16,
     unpack_gemm,
     unpack_gemv,
 )

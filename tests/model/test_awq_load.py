@@ -13,14 +13,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vilau_rt.errors import CheckpointError
-from vilau_rt.model.awq import (
-    AWQConfig,
-    W4A16Linear,
-    dequantize_gemm,
-    load_awq_llm,
-    load_llm,
-    unpack_gemm,
-)
+from vilau_rt.model.awq import AWQConfig, W4A16Linear, load_awq_llm, load_llm
+from vilau_rt.model.awq_format import dequantize_gemm, unpack_gemm
 
 
 @pytest.fixture(scope="module")

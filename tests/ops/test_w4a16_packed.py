@@ -11,7 +11,8 @@ import torch
 from test_w4a16_ops import DTYPE_CODES, assert_close_to_ref, make_layer
 
 from vilau_rt import _C
-from vilau_rt.model.awq import W4A16Linear, unpack_gemm
+from vilau_rt.model.awq import W4A16Linear
+from vilau_rt.model.awq_format import unpack_gemm
 from vilau_rt.ops import kernels
 
 ISAS = _C.w4a16_packed_cpu_isas()

@@ -100,7 +100,7 @@ class NativeBackend(Backend):
     ) -> NativeBackend:
         """A backend over ``model`` (its modules are used in place). ``quantize_llm`` swaps the
         LLM's q/k/v/o/gate/up/down linears for ``W4A16Linear`` quantized by round-to-nearest
-        (``vilau_rt.model.awq.quantize_tensor``, no activation-aware search: for a checkpoint that
+        (``vilau_rt.model.awq_format.quantize_tensor``, no activation-aware search: for a checkpoint that
         was AWQ-quantized offline, load it with ``vilau_rt.model.awq`` instead)."""
         if quantize_llm:
             quantize_llm_linears(model.llm, group_size)
