@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BackendError
+from ..model.awq import AWQConfig, W4A16Linear, quantized_linear_names
 from ..model.llama import RotaryEmbedding, rotate_half
 from ..model.vilau import VilaU
 from ..ops import kernels, native
@@ -100,8 +101,9 @@ class NativeBackend(Backend):
     ) -> NativeBackend:
         """A backend over ``model`` (its modules are used in place). ``quantize_llm`` swaps the
         LLM's q/k/v/o/gate/up/down linears for ``W4A16Linear`` quantized by round-to-nearest
-        (``vilau_rt.model.awq_format.quantize_tensor``, no activation-aware search: for a checkpoint that
-        was AWQ-quantized offline, load it with ``vilau_rt.model.awq`` instead)."""
+        (``vilau_rt.model.awq_format.quantize_tensor``, no activation-aware search: for a
+        checkpoint that was AWQ-quantized offline, load it with ``vilau_rt.model.awq``
+        instead)."""
         if quantize_llm:
             quantize_llm_linears(model.llm, group_size)
         backend = cls(model, **kw)
@@ -332,21 +334,10 @@ def _linear(module, x):
     GEMV), ``W4A16Linear`` through ``_w4a16_packed`` where its packed CPU GEMV serves x."""
     if type(module) is torch.nn.Linear:
         return native.linear(x, module.weight, module.bias)
-    if _w4a16_packed_serves(module, x):
+    if isinstance(module, W4A16Linear) and module.uses_packed(x):
         return _w4a16_packed(x, module.packed_weight(), module.qzeros, module.scales, module.bias,
                              module.group_size)  # fmt: skip
     return module(x)
-
-
-def _is_w4a16(module) -> bool:
-    return type(module).__name__ == "W4A16Linear" and hasattr(module, "packed_weight")
-
-
-def _w4a16_packed_serves(module, x) -> bool:
-    if not _is_w4a16(module) or x.device.type != "cpu" or module.group_size % 32:
-        return False
-    k = x.shape[-1]
-    return 1 <= x.numel() // k < kernels.W4A16_CPU_BLAS_MIN_M and k % 32 == 0
 
 
 def _w4a16_packed(x, packed, qzeros, scales, bias, group_size):
@@ -386,11 +377,11 @@ class _FusedLinear:
                 return None
             bias = None if first.bias is None else _fuse_rows(linears, "bias")
             return cls(linears, weight=_fuse_rows(linears, "weight"), bias=bias)
-        if not all(_is_w4a16(m) for m in linears):
+        if not all(isinstance(m, W4A16Linear) for m in linears):
             return None
         if len({(m.in_features, m.group_size, m.qweight.device.type) for m in linears}) != 1:
             return None
-        if first.qweight.device.type != "cpu" or first.group_size % 32 or first.in_features % 32:
+        if first.qweight.device.type != "cpu" or first.group_size % 32:  # packed: G % 32 == 0
             return None
         if any(m.bias is not None for m in linears):
             return None
@@ -405,7 +396,7 @@ class _FusedLinear:
     def __call__(self, x) -> list[torch.Tensor]:
         if self.weight is not None:
             return native.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
-        if _w4a16_packed_serves(self.linears[0], x):
+        if self.linears[0].uses_packed(x):
             g = self.linears[0].group_size
             y = _w4a16_packed(x, self.packed, self.qzeros, self.scales, None, g)
             return y.split(self.sizes, dim=-1)
@@ -458,10 +449,6 @@ def _fuse_rows(linears, name: str) -> torch.Tensor:
 def quantize_llm_linears(llm, group_size: int = 128) -> None:
     """Replace the LLM's quantizable linears by RTN-quantized ``W4A16Linear``, one at a time
     (each float weight is freed as soon as its replacement exists)."""
-    try:
-        from ..model.awq import AWQConfig, W4A16Linear, quantized_linear_names
-    except ImportError as e:
-        raise BackendError(f"quantize_llm needs vilau_rt.model.awq (W4A16Linear): {e!r}") from e
     for name in quantized_linear_names(llm, AWQConfig(group_size=group_size)):
         parent_name, child = name.rsplit(".", 1)
         parent = llm.get_submodule(parent_name)

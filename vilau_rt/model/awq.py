@@ -250,7 +250,7 @@ class W4A16Linear(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._packed_route(x):
+        if self.uses_packed(x):
             return kernels.w4a16_linear_packed(
                 x, self.packed_weight(), self.qzeros, self.scales, self.bias, self.group_size
             )
@@ -258,7 +258,8 @@ class W4A16Linear(nn.Module):
             x, self.qweight, self.qzeros, self.scales, self.bias, self.group_size
         )
 
-    def _packed_route(self, x: torch.Tensor) -> bool:
+    def uses_packed(self, x: torch.Tensor) -> bool:
+        """True when ``forward(x)`` runs the packed CPU GEMV (``w4a16_linear_packed``)."""
         if _tracing():  # first: the checks below would be baked into a traced graph
             return False
         rows = x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
