@@ -224,18 +224,12 @@ def prepare(args, workdir: Path) -> tuple[Path, Path | None]:
 
 
 def copy_bandwidth_gbs() -> float:
-    """Read + write bytes of a 1 GiB tensor copy per second (the same yardstick as w4a16.py)."""
+    """Read + write bytes per second of a 1 GiB copy: bench/w4a16.py's yardstick, so the two
+    benchmarks' floors compare."""
     import torch
+    from w4a16 import bandwidth  # bench/ is this script's folder, first on sys.path
 
-    a = torch.empty(1 << 28, dtype=torch.float32).fill_(1)
-    b = torch.empty_like(a)
-    b.copy_(a)
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        b.copy_(a)
-        times.append(time.perf_counter() - t)
-    return 2 * a.numel() * 4 / min(times) / 1e9
+    return bandwidth(torch.device("cpu"), 1 << 30) / 1e9
 
 
 def table(rows: list[dict], base: dict | None, machine: str) -> str:
