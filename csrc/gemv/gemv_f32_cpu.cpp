@@ -149,6 +149,8 @@ void block_neon(const float* x, const float* w, int64_t k, float* out) {
 
 using BlockFn = void (*)(const float*, const float*, int64_t, float*);
 
+constexpr int kMaxBlockOutputs = 8;  //!< M x R of every plan below
+
 struct Plan {
   BlockFn block;  //!< R rows of W for all M rows of x; nullptr: the scalar reference
   int rows;       //!< R
@@ -221,7 +223,7 @@ void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, i
       rows_scalar(x, w, bias, y, m, k, n, n0, n1);
       continue;
     }
-    float out[kGemvF32MaxM * 4];
+    float out[kMaxBlockOutputs];
     plan.block(x, w + n0 * k, k, out);
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t i = 0; i < R; ++i) {
