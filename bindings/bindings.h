@@ -37,6 +37,7 @@ inline cudaStream_t as_stream(std::uintptr_t value) {
                            "VILAU_RT_CUDA=0); rebuild with a CUDA toolkit: pip install -e .");
 }
 
+void bind_decode(pybind11::module_& m);
 void bind_gemv(pybind11::module_& m);
 void bind_rvq(pybind11::module_& m);
 void bind_w4a16(pybind11::module_& m);

@@ -72,6 +72,7 @@ PYBIND11_MODULE(_C, m) {
         "Number of CUDA devices the statically linked CUDA runtime sees; 0 without a driver or "
         "in a build without CUDA. Never raises.");
 
+  vilau::bind_decode(m);
   vilau::bind_gemv(m);
   vilau::bind_rvq(m);
   vilau::bind_w4a16(m);

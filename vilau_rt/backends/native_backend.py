@@ -38,6 +38,7 @@ from ..ops import kernels, native
 from ..ops.depth_decode import CodeSampler
 from ..sampling import check_sampling, sample_codes
 from .base import Backend
+from .cpu_decoder import CpuDecoder
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ class NativeBackend(Backend):
             raise BackendError(f"CUDA graphs need a CUDA model, this one is on {self.device}")
         self.stats: dict = {"depth_path": None, "llm_graphs": 0, "depth_graphs": 0}
         self._fused = [_FusedLayer.of(layer) for layer in model.llm.model.layers]
+        self._decoder, why = None, "CUDA graphs" if self.use_graphs else ""
+        if not self.use_graphs:
+            self._decoder, why = CpuDecoder.of(model.llm, self._fused)
+        self.stats["decode_step"] = "C++ LlamaDecoder" if self._decoder else f"torch ops ({why})"
         self._depth_weights = native.depth_weights(model.depth_transformer)
         self._codebooks = model.quantizer.stacked_codebooks().detach().contiguous()
         self._batch = self._len = 0
@@ -160,6 +165,8 @@ class NativeBackend(Backend):
         self._llm_graphs.clear()
         self._k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(n)]
         self._v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(n)]
+        if self._decoder is not None:
+            self._decoder.set_cache(self._k, self._v)
         rotary = RotaryEmbedding(llm_cfg)
         rotary.build(max(length, llm_cfg.max_position_embeddings), self.device)
         self._cos, self._sin = rotary.cos, rotary.sin
@@ -232,6 +239,10 @@ class NativeBackend(Backend):
             self._valid[:, :n].copy_(key_valid[:, :n])
             self._valid[:, n:].fill_(True)
         self._pos.fill_(cache_pos)
+        if T == 1 and self._decoder is not None and B <= self._decoder.max_batch:
+            cos = self._cos[rope_pos].view(B, -1)
+            sin = self._sin[rope_pos].view(B, -1)
+            return self._decoder.step(embeds, cos, sin, self._valid, cache_pos)
         if T != 1 or not self.use_graphs:  # eager: attend over the filled slots only
             slots = torch.arange(cache_pos, cache_pos + T, device=self.device)
             masked = T > 1 or key_valid is not None

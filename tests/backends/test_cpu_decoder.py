@@ -1,0 +1,146 @@
+"""The C++ CPU decode step (csrc/decode, ``CpuDecoder``) against transformers' LlamaForCausalLM:
+every token of a sequence fed through the decoder one step at a time must give the logits of
+transformers' full forward, for MHA and GQA, batches of several rows, left padding, and AWQ INT4
+weights (reference: transformers with the dequantized weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vilau_rt.backends.cpu_decoder import CpuDecoder
+from vilau_rt.backends.native_backend import _FusedLayer, quantize_llm_linears
+from vilau_rt.model.awq import W4A16Linear
+from vilau_rt.model.awq_format import dequantize_gemm
+from vilau_rt.model.llama import LlamaConfig, LlamaForCausalLM, RotaryEmbedding
+from vilau_rt.ops import kernels
+
+transformers = pytest.importorskip("transformers")
+
+
+def _pair(n_kv=4, seed=0):
+    cfg = LlamaConfig(
+        vocab_size=101, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=n_kv, max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+    )  # fmt: skip
+    hf_cfg = transformers.LlamaConfig(**{k: v for k, v in cfg.to_hf().items() if k != "extra"})
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    hf = transformers.LlamaForCausalLM(hf_cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.2)
+    ours = LlamaForCausalLM(cfg)
+    ours.load_state_dict(hf.state_dict(), strict=False)
+    return cfg, hf, ours.eval()
+
+
+class _Run:
+    """A decoder over ``llm`` with its own cache, fed one token per row per step."""
+
+    def __init__(self, llm, batch, length):
+        self.llm = llm
+        self.fused = [_FusedLayer.of(layer) for layer in llm.model.layers]
+        self.decoder, why = CpuDecoder.of(llm, self.fused)
+        assert self.decoder is not None, why
+        c = llm.config
+        shape = (batch, c.num_key_value_heads, length, c.head_dim)
+        self.k = [torch.zeros(shape) for _ in range(c.num_hidden_layers)]
+        self.v = [torch.zeros(shape) for _ in range(c.num_hidden_layers)]
+        self.decoder.set_cache(self.k, self.v)
+        rotary = RotaryEmbedding(c)
+        rotary.build(max(length, c.max_position_embeddings), torch.device("cpu"))
+        self.cos, self.sin = rotary.cos, rotary.sin
+        self.valid = torch.ones(batch, length, dtype=torch.bool)
+
+    @torch.no_grad()
+    def logits(self, ids, pos):
+        """ids, pos [B, S] -> logits [B, S, V], slot t for token t."""
+        steps = []
+        for t in range(ids.shape[1]):
+            x = self.llm.embed(ids[:, t : t + 1])
+            p = pos[:, t]
+            h = self.decoder.step(x, self.cos[p], self.sin[p], self.valid, t)
+            steps.append(self.llm.logits(h))
+        return torch.cat(steps, 1)
+
+
+@pytest.mark.parametrize("n_kv,batch", [(4, 1), (2, 1), (2, 3), (4, 4)])
+def test_decode_steps_match_transformers(n_kv, batch):
+    cfg, hf, ours = _pair(n_kv)
+    ids = torch.randint(0, cfg.vocab_size, (batch, 18), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(ids).logits
+    got = _Run(ours, batch, 24).logits(ids, torch.arange(18).expand(batch, 18))
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_left_padded_row_matches_it_run_alone():
+    """Slots marked invalid are not attended: a row padded by 5 gives the unpadded logits."""
+    cfg, hf, ours = _pair(n_kv=2)
+    g = torch.Generator().manual_seed(3)
+    short = torch.randint(3, cfg.vocab_size, (1, 7), generator=g)
+    long = torch.randint(3, cfg.vocab_size, (1, 12), generator=g)
+    ids = torch.cat([torch.cat([torch.zeros(1, 5, dtype=torch.long), short], 1), long])
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[0, :5] = False
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    run = _Run(ours, 2, 12)
+    run.valid.copy_(mask)
+    got = run.logits(ids, pos)
+    with torch.no_grad():
+        torch.testing.assert_close(got[0, 5:], hf(short).logits[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got[1], hf(long).logits[0], rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_w4a16_decode_steps_match_transformers_on_the_dequantized_weights():
+    cfg, hf, ours = _pair(n_kv=2)
+    quantize_llm_linears(ours, group_size=32)
+    for name, module in ours.named_modules():  # the reference gets AutoAWQ's fp16 dequantization
+        if isinstance(module, W4A16Linear):
+            w_t = dequantize_gemm(module.qweight, module.qzeros, module.scales, 32, torch.float16)
+            hf.get_submodule(name).weight.copy_(w_t.t().float())
+    ids = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(5))
+    run = _Run(ours, 2, 16)
+    assert run.decoder.max_batch == 64  # every layer linear is packed W4A16
+    got = run.logits(ids, torch.arange(16).expand(2, 16))
+    torch.testing.assert_close(got, hf(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_a_bfloat16_model_is_refused_with_the_reason():
+    _, _, ours = _pair()
+    ours = ours.to(torch.bfloat16)
+    decoder, why = CpuDecoder.of(ours, [_FusedLayer.of(layer) for layer in ours.model.layers])
+    assert decoder is None and "bfloat16" in why and "float32" in why
+
+
+def test_bad_sizes_name_the_layer_and_the_linear():
+    ext = kernels._native()
+    norm = torch.ones(64)
+    dec = ext.LlamaDecoder(64, 4, 4, 16, 160, 1e-5, norm.data_ptr())
+    w = {(n, k): torch.zeros(n, k) for n, k in [(192, 64), (64, 64), (320, 64), (64, 160)]}
+
+    def lin(n, k):
+        return ext.DecodeLinear.float32(w[(n, k)].data_ptr(), 0, n, k)
+
+    with pytest.raises(ValueError, match=r"layer 0 o_proj is \[64, 32\]"):
+        dec.add_layer(norm.data_ptr(), norm.data_ptr(), lin(192, 64),
+                      ext.DecodeLinear.float32(w[(64, 64)].data_ptr(), 0, 64, 32),
+                      lin(320, 64), lin(64, 160))  # fmt: skip
+    dec.add_layer(norm.data_ptr(), norm.data_ptr(), lin(192, 64), lin(64, 64), lin(320, 64),
+                  lin(64, 160))  # fmt: skip
+    x = torch.zeros(1, 64)
+    cs = torch.zeros(1, 16)
+    valid = torch.ones(1, 8, dtype=torch.bool)
+    args = (x.data_ptr(), x.data_ptr(), 1, cs.data_ptr(), cs.data_ptr(), valid.data_ptr(), 8)
+    with pytest.raises(ValueError, match="layer 0 cache"):
+        dec.step(*args, 0, 1)  # no cache yet
+    k = torch.zeros(1, 4, 8, 16)
+    dec.set_cache(0, k.data_ptr(), k.data_ptr(), 1, 8)
+    with pytest.raises(ValueError, match="slot 8"):
+        dec.step(*args, 8, 1)
+    with pytest.raises(ValueError, match="batch 5 outside 1..4"):
+        dec.step(x.data_ptr(), x.data_ptr(), 5, cs.data_ptr(), cs.data_ptr(), valid.data_ptr(),
+                 8, 0, 1)  # fmt: skip

@@ -1,0 +1,121 @@
+"""The native backend's CPU decode step: every LLM layer of a T = 1 step in one native call.
+
+``_C.LlamaDecoder`` (csrc/decode) runs RMSNorm, the fused q/k/v GEMV, RoPE, the KV-cache write,
+attention over the filled slots, the o GEMV, the fused gate/up GEMV, SiLU and the down GEMV of
+every layer, then the final norm, without returning to Python: the op-by-op step spends ~45
+framework ops per layer around its GEMVs (bench/RESULTS.md). This module builds one from a
+model whose layers the backend fused (float32 ``nn.Linear`` or CPU ``W4A16Linear``) and points
+it at the backend's KV cache.
+
+The decoder holds addresses: ``CpuDecoder`` keeps every tensor it handed over alive, and, like
+the backend's fused linears, serves the weights it was built with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model.awq import W4A16Linear
+from ..ops import kernels
+
+
+class CpuDecoder:
+    """A ``_C.LlamaDecoder`` over a model's LLM, or the reason it cannot be built (``of``)."""
+
+    def __init__(self, decoder, keep: list[torch.Tensor]):
+        self._decoder = decoder
+        self._keep = keep  # every tensor whose address the decoder holds
+        self._cache: tuple = ()
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, llm, fused_layers) -> tuple[CpuDecoder | None, str]:
+        """(decoder, "") for a CPU float32 LLM whose q/k/v and gate/up are fused, else
+        (None, why not)."""
+        cfg = llm.config
+        norm = llm.model.norm.weight
+        if norm.device.type != "cpu" or norm.dtype != torch.float32:
+            return None, f"the LLM is {norm.dtype} on {norm.device}, the decoder needs CPU float32"
+        ext = kernels._native()
+        keep: list[torch.Tensor] = []
+
+        def addr(t: torch.Tensor) -> int:
+            t = t.detach()
+            if not t.is_contiguous():
+                raise _NotServed("a weight is not contiguous")
+            keep.append(t)
+            return t.data_ptr()
+
+        def linear(module=None, fused=None):
+            if fused is not None and fused.weight is not None:
+                n, k = fused.weight.shape
+                bias = 0 if fused.bias is None else addr(fused.bias)
+                return ext.DecodeLinear.float32(addr(fused.weight), bias, n, k)
+            if fused is not None and fused.packed is not None:
+                m = fused.linears[0]
+                n = sum(fused.sizes)
+                return ext.DecodeLinear.w4a16_packed(
+                    addr(fused.packed), addr(fused.qzeros), addr(fused.scales), 0, n,
+                    m.in_features, m.group_size,
+                )  # fmt: skip
+            if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32:
+                bias = 0 if module.bias is None else addr(module.bias)
+                n, k = module.weight.shape
+                return ext.DecodeLinear.float32(addr(module.weight), bias, n, k)
+            if isinstance(module, W4A16Linear) and module.qweight.device.type == "cpu":
+                bias = 0 if module.bias is None else addr(module.bias)
+                return ext.DecodeLinear.w4a16_packed(
+                    addr(module.packed_weight()), addr(module.qzeros), addr(module.scales), bias,
+                    module.out_features, module.in_features, module.group_size,
+                )  # fmt: skip
+            raise _NotServed(f"{type(module).__name__} linears")
+
+        try:
+            decoder = ext.LlamaDecoder(
+                cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
+                cfg.intermediate_size, float(llm.model.norm.eps), addr(norm),
+            )  # fmt: skip
+            for layer, fused in zip(llm.model.layers, fused_layers):
+                if fused.qkv is None or fused.gate_up is None:
+                    return None, "a layer's q/k/v or gate/up could not be fused"
+                if fused.qkv.weight is None and fused.qkv.packed is None:
+                    return None, "a layer's fused q/k/v has no CPU form"
+                decoder.add_layer(
+                    addr(layer.input_layernorm.weight), addr(layer.post_attention_layernorm.weight),
+                    linear(fused=fused.qkv), linear(layer.self_attn.o_proj),
+                    linear(fused=fused.gate_up), linear(layer.mlp.down_proj),
+                )  # fmt: skip
+        except _NotServed as e:
+            return None, str(e)
+        except ValueError as e:  # the C++ size checks (std::invalid_argument)
+            return None, str(e)
+        return cls(decoder, keep), ""
+
+    @property
+    def max_batch(self) -> int:
+        return self._decoder.max_batch
+
+    def set_cache(self, k_caches: list[torch.Tensor], v_caches: list[torch.Tensor]) -> None:
+        """Point every layer at its cache, float32 [B, kv_heads, L, head_dim] (kept alive)."""
+        for i, (k, v) in enumerate(zip(k_caches, v_caches)):
+            if k.dtype != torch.float32 or not k.is_contiguous() or not v.is_contiguous():
+                raise ValueError(f"layer {i} KV cache must be contiguous float32")
+            self._decoder.set_cache(i, k.data_ptr(), v.data_ptr(), k.shape[0], k.shape[2])
+        self._cache = (list(k_caches), list(v_caches))
+
+    def step(self, x, cos, sin, valid, slot: int) -> torch.Tensor:
+        """x [B, 1, H] at cache slot ``slot``; cos, sin [B, head_dim]; valid bool [B, L] ->
+        the final-normed hidden [B, 1, H]."""
+        x = x.contiguous()
+        cos, sin = cos.contiguous(), sin.contiguous()
+        out = torch.empty_like(x)
+        B = x.shape[0]
+        self._decoder.step(
+            x.data_ptr(), out.data_ptr(), B, cos.data_ptr(), sin.data_ptr(), valid.data_ptr(),
+            valid.stride(0), slot, torch.get_num_threads(),
+        )  # fmt: skip
+        return out
+
+
+class _NotServed(Exception):
+    pass
