@@ -98,7 +98,7 @@ def test_bench_reports_every_figure(ckpt, tmp_path):
     )
     for key in ("vision_ms", "time_to_first_token_ms", "decode_tok_s", "image_s"):
         assert out[key] >= 0
-    assert out["backend"] == "torch"
+    assert out["backend"] == "native"  # --backend auto on the CPU
 
 
 def test_native_and_onnxruntime_backends_from_the_cli(ckpt, tmp_path):

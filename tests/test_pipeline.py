@@ -208,14 +208,21 @@ def test_video_generation_gives_frames(random_pipe):
     assert len(videos) == 1 and len(videos[0]) == 8 and videos[0][0].size == (32, 32)
 
 
-def test_kv_cache_is_allocated_once_for_the_context(random_pipe):
-    random_pipe.generate("Hello there", max_new_tokens=3)
-    cache = random_pipe.backend.model.llm.model.layers[0].self_attn.kv_cache
-    ptr, length = cache.k.data_ptr(), cache.k.shape[2]
-    assert length == random_pipe.cfg.llm.context_length
-    random_pipe.generate("A longer prompt than the one before, with more words", max_new_tokens=5)
-    cache = random_pipe.backend.model.llm.model.layers[0].self_attn.kv_cache
-    assert cache.k.data_ptr() == ptr
+def _layer0_keys(backend):
+    if backend.name == "torch":
+        return backend.model.llm.model.layers[0].self_attn.kv_cache.k
+    return backend._k[0]  # native: the backend's own static cache
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_kv_cache_is_allocated_once_for_the_context(random_pipe, backend):
+    pipe = Pipeline.from_pretrained(random_pipe.path, backend=backend, device="cpu")
+    pipe.generate("Hello there", max_new_tokens=3)
+    keys = _layer0_keys(pipe.backend)
+    ptr, length = keys.data_ptr(), keys.shape[2]
+    assert length == pipe.cfg.llm.context_length
+    pipe.generate("A longer prompt than the one before, with more words", max_new_tokens=5)
+    assert _layer0_keys(pipe.backend).data_ptr() == ptr
 
 
 def test_max_context_caps_requests(tmp_path):

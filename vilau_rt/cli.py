@@ -338,9 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the checkpoint names a tower not shipped with vilau_rt")  # fmt: skip
             sp.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                             help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
-            sp.add_argument("--backend", default="torch",
-                            choices=["torch", "native", "onnxruntime", "tensorrt"],
-                            help="engine: torch (reference), native (our kernels, CUDA graphs), "
+            sp.add_argument("--backend", default="auto",
+                            choices=["auto", "torch", "native", "onnxruntime", "tensorrt"],
+                            help="engine: auto (default: native on the CPU, torch on CUDA), "
+                            "torch (reference), native (our kernels, CUDA graphs), "
                             "onnxruntime (exported ONNX bundle), tensorrt (bundle exported with "
                             "--target tensorrt)")  # fmt: skip
         sp.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
@@ -349,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="run the built-in shapes-demo model end to end")
     common(sp, checkpoint=False)
     sp.add_argument("--model", default="shapes-demo", help="built-in model or checkpoint folder")
-    sp.add_argument("--backend", default="torch", choices=["torch", "native", "onnxruntime"],
+    sp.add_argument("--backend", default="auto",
+                    choices=["auto", "torch", "native", "onnxruntime"],
                     help="engine (see caption --help)")  # fmt: skip
     sp.add_argument("--out", default="vilau_rt_demo", help="folder for the demo's pictures")
     sp.set_defaults(fn=cmd_demo)

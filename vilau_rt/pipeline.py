@@ -45,7 +45,7 @@ from .sampling import check_sampling
 from .tokenizer import StreamDecoder, Tokenizer
 from .video import load_video
 
-BACKENDS = ("torch", "native", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "native", "onnxruntime", "tensorrt")
 DEFAULT_CAPTION_PROMPT = "Please describe this image in detail."
 
 
@@ -146,7 +146,7 @@ class Pipeline:
     def from_pretrained(
         cls,
         path: str | Path,
-        backend: str = "torch",
+        backend: str = "auto",
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         siglip_config=None,
@@ -158,7 +158,10 @@ class Pipeline:
         exported bundle; a checkpoint is then exported on first use into ``cache_dir``).
 
         Backends: ``torch`` (the eager reference), ``native`` (static KV cache, our C++/CUDA
-        kernels, CUDA graphs on GPUs), ``onnxruntime`` (the exported ONNX graphs). device
+        kernels, CUDA graphs on GPUs), ``onnxruntime`` (the exported ONNX graphs), ``auto``
+        (the default: ``native`` on the CPU, where it is the fastest and is tested against the
+        official fixtures; ``torch`` on CUDA until the native CUDA path has been timed on a
+        GPU, see bench/RESULTS.md). device
         defaults to CUDA when available, else CPU; dtype to bfloat16 (float16 where bf16 is
         unsupported) on CUDA and float32 on the CPU. ``max_context`` caps the positions the
         static KV cache holds (default: the model's context length). ``check_finite=False``
@@ -186,6 +189,8 @@ class Pipeline:
             if not isinstance(dtype, torch.dtype):
                 raise TypeError(f"dtype {name!r} is not float32, float16 or bfloat16")
         dtype = dtype or default_dtype(device)
+        if backend == "auto":
+            backend = "native" if device.type == "cpu" else "torch"
         model = load_vilau(
             path, dtype=dtype, device=device, siglip_config=siglip_config, check_finite=check_finite
         )

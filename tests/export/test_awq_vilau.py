@@ -106,10 +106,14 @@ def test_image_conditioned_calibration_blocks_hold_projected_image_rows(tmp_path
     pipe = Pipeline.from_pretrained(src, device="cpu")
     image_rows = pipe.image_embeddings(pics[:1])[0]  # [16, 96]
     flat = blocks.reshape(-1, 96)
-    # the first prompt's 16 image positions appear, in order, in the calibration stream
-    hits = [int((flat - row).abs().amax(dim=1).argmin()) for row in image_rows]
-    assert all(float((flat[h] - r).abs().max()) < 1e-6 for h, r in zip(hits, image_rows))
-    assert hits == list(range(hits[0], hits[0] + 16))
+    # the first prompt's 16 image positions appear, in order, in the calibration stream (a
+    # picture with repeated patches has equal rows, so a row alone does not fix the start)
+    n = len(image_rows)
+    starts = [
+        s for s in range(flat.shape[0] - n + 1)
+        if float((flat[s : s + n] - image_rows).abs().max()) < 1e-6
+    ]  # fmt: skip
+    assert starts, "the image rows do not appear in order in the calibration blocks"
 
 
 def test_interrupted_quantize_leaves_nothing(tmp_path, monkeypatch):

@@ -4,8 +4,9 @@
 |----------------|----------------------------------------|---------------------------------|
 | vision tower   | torch modules                          | torch modules                   |
 | RVQ encode/sum | ``vilau::rvq_encode`` / ``rvq_lookup`` | the same ops, CUDA kernels      |
-| LLM            | static-shape forward over the cache    | same; T=1 step: a graph / batch |
-| LLM linears    | torch, or ``W4A16Linear``              | same (W4A16 GEMV kernel)        |
+| LLM            | static-shape forward over the cache;   | same; T=1 step: a graph / batch |
+|                | T=1 step: one C++ call (cpu_decoder)   |                                 |
+| LLM linears    | our GEMVs (float32, packed W4A16)      | torch, W4A16 GEMV kernel        |
 | depth position | ``native.depth_loop``, C++ sampler | same + projector, one graph     |
 
 The KV cache is allocated once per (batch, length) request that does not fit the current one and

@@ -115,7 +115,7 @@ def read_rows(batch) -> tuple[list, list]:
 class _Actor:
     """One Pipeline, loaded once per actor (Ray calls ``__init__`` once per actor process)."""
 
-    def __init__(self, checkpoint: str, backend: str = "torch", device: str | None = None,
+    def __init__(self, checkpoint: str, backend: str = "auto", device: str | None = None,
                  dtype: str | None = None, siglip_config=None):  # fmt: skip
         from ..pipeline import Pipeline
 
