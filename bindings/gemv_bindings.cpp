@@ -5,6 +5,7 @@
 #include <string>
 
 #include "bindings/bindings.h"
+#include "common/dtype.h"
 #include "gemv/gemv_f32.h"
 
 namespace py = pybind11;
@@ -14,8 +15,8 @@ namespace vilau {
 void bind_gemv(py::module_& m) {
   m.attr("GEMV_F32_MAX_M") = kGemvF32MaxM;
   m.def("gemv_f32_isas", &gemv_f32_isas,
-        "Instruction-set paths of the float32 GEMV this machine runs, fastest first; the last is "
-        "'scalar', the reference the others return the bits of.");
+        "Instruction-set paths of the float32 GEMV (gemv_f32_cpu and gemv_w16_cpu) this machine "
+        "runs, fastest first; the last is 'scalar', the reference the others return the bits of.");
   m.def(
       "gemv_f32_cpu",
       [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y, int64_t m,
@@ -29,6 +30,22 @@ void bind_gemv(py::module_& m) {
       "1 <= M <= GEMV_F32_MAX_M, K % 32 == 0. isa: an entry of gemv_f32_isas() or 'auto'.",
       py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("m"), py::arg("k"),
       py::arg("n"), py::arg("num_threads"), py::arg("isa") = "auto");
+  m.def(
+      "gemv_w16_cpu",
+      [](std::uintptr_t x, std::uintptr_t w, int w_dtype, std::uintptr_t bias, std::uintptr_t y,
+         int64_t m, int64_t k, int64_t n, int num_threads, const std::string& isa) {
+        const DType dt = dtype_from_code(w_dtype, "gemv_w16_cpu w_dtype");
+        py::gil_scoped_release release;
+        gemv_w16_cpu(address<const float>(x, "x"), address<const uint16_t>(w, "w"), dt,
+                     address<const float>(bias, "bias", true), address<float>(y, "y"), m, k, n,
+                     num_threads, isa);
+      },
+      "y[M, N] = x[M, K] @ W[N, K]^T + bias[N] with W in 16 bits (w_dtype 1 = float16, "
+      "2 = bfloat16; x, bias, y float32; all contiguous; bias 0 for none): exactly the bits of "
+      "gemv_f32_cpu on W.float() (each weight is widened in registers, which is exact), reading "
+      "half the bytes. Sizes, threads and isa as gemv_f32_cpu.",
+      py::arg("x"), py::arg("w"), py::arg("w_dtype"), py::arg("bias"), py::arg("y"), py::arg("m"),
+      py::arg("k"), py::arg("n"), py::arg("num_threads"), py::arg("isa") = "auto");
 }
 
 }  // namespace vilau

@@ -1,13 +1,21 @@
-// CPU paths of the float32 GEMV (see gemv_f32.h for the summation order every path keeps).
+// CPU paths of the float32-activation GEMV, with float32 weights (gemv_f32_cpu) or 16-bit ones
+// (gemv_w16_cpu); see gemv_f32.h for the summation order every path keeps.
 // x86-64 paths are compiled with per-function target attributes and chosen at run time, so the
 // library stays baseline x86-64; NEON is part of every aarch64 CPU.
 //
 // Each path computes a block of R output rows for all M rows of x at once: the M x R x 32
 // partial sums stay in registers while W's R rows stream through, and x (K floats per row, a few
 // KiB) stays in L1. R is chosen so the accumulators fit the register file.
+//
+// One template serves every weight type T (float, Half, BFloat16): only the load of a vector of
+// weights differs (load16 / load8 / load4 below: a float32 load, or a 16-bit load converted to
+// float32 in registers, which is exact), so the blocks, the tree and the plans are shared and a
+// 16-bit weight gives the bits of its float32 upcast.
 #include "gemv/gemv_f32.h"
 
 #include "common/cpu_isa.h"
+#include "common/dtype.h"
+#include "common/float_cpu.h"
 #include "common/threads.h"
 
 #include <algorithm>
@@ -25,16 +33,17 @@ namespace {
 
 constexpr int kLanes = 32;  //!< partial sums per output (the order in gemv_f32.h)
 
-//! The reference: rows [n0, n1) of y for all M rows of x.
-void rows_scalar(const float* x, const float* w, const float* bias, float* y, int64_t m,
-                 int64_t k, int64_t n, int64_t n0, int64_t n1) {
+//! The reference: rows [n0, n1) of y for all M rows of x (to_float: exact, float_cpu.h).
+template <class T>
+void rows_scalar(const float* x, const T* w, const float* bias, float* y, int64_t m, int64_t k,
+                 int64_t n, int64_t n0, int64_t n1) {
   for (int64_t o = n0; o < n1; ++o) {
-    const float* wr = w + o * k;
+    const T* wr = w + o * k;
     for (int64_t r = 0; r < m; ++r) {
       const float* xr = x + r * k;
       float p[kLanes] = {};
       for (int64_t kk = 0; kk < k; kk += kLanes) {
-        for (int j = 0; j < kLanes; ++j) p[j] = std::fma(wr[kk + j], xr[kk + j], p[j]);
+        for (int j = 0; j < kLanes; ++j) p[j] = std::fma(to_float(wr[kk + j]), xr[kk + j], p[j]);
       }
       for (int half = kLanes / 2; half >= 1; half /= 2) {
         for (int j = 0; j < half; ++j) p[j] = p[j] + p[j + half];
@@ -46,8 +55,29 @@ void rows_scalar(const float* x, const float* w, const float* bias, float* y, in
 
 #if defined(__x86_64__) || defined(_M_X64)
 
-#define VILAU_AVX512 __attribute__((target("avx512f,avx2,fma")))
-#define VILAU_AVX2 __attribute__((target("avx2,fma")))
+// cpu_has_avx2() (the "avx2" path) includes F16C, and cpu_has_avx512() includes cpu_has_avx2().
+#define VILAU_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+#define VILAU_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+//! 16 consecutive weights as float32: a load, or a 16-bit load widened exactly.
+VILAU_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+VILAU_AVX512 inline __m512 load16(const Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+VILAU_AVX512 inline __m512 load16(const BFloat16* p) {  // bf16 bits << 16 are the float32 bits
+  const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+
+//! 8 consecutive weights as float32 (F16C for float16).
+VILAU_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+VILAU_AVX2 inline __m256 load8(const Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+VILAU_AVX2 inline __m256 load8(const BFloat16* p) {
+  const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
 
 //! Sum of 8 lanes as (a[j] + a[j + 4]), then (+2), then (+1).
 VILAU_AVX2 inline float reduce8(__m256 a) {
@@ -57,8 +87,8 @@ VILAU_AVX2 inline float reduce8(__m256 a) {
   return _mm_cvtss_f32(s1);
 }
 
-template <int M, int R>
-VILAU_AVX512 void block_avx512(const float* x, const float* w, int64_t k, float* out) {
+template <class T, int M, int R>
+VILAU_AVX512 void block_avx512(const float* x, const T* w, int64_t k, float* out) {
   __m512 lo[M][R], hi[M][R];
   for (int r = 0; r < M; ++r)
     for (int i = 0; i < R; ++i) lo[r][i] = hi[r][i] = _mm512_setzero_ps();
@@ -69,8 +99,8 @@ VILAU_AVX512 void block_avx512(const float* x, const float* w, int64_t k, float*
       xh[r] = _mm512_loadu_ps(x + r * k + kk + 16);
     }
     for (int i = 0; i < R; ++i) {
-      const __m512 wl = _mm512_loadu_ps(w + i * k + kk);
-      const __m512 wh = _mm512_loadu_ps(w + i * k + kk + 16);
+      const __m512 wl = load16(w + i * k + kk);
+      const __m512 wh = load16(w + i * k + kk + 16);
       for (int r = 0; r < M; ++r) {
         lo[r][i] = _mm512_fmadd_ps(wl, xl[r], lo[r][i]);
         hi[r][i] = _mm512_fmadd_ps(wh, xh[r], hi[r][i]);
@@ -88,8 +118,8 @@ VILAU_AVX512 void block_avx512(const float* x, const float* w, int64_t k, float*
   }
 }
 
-template <int M, int R>
-VILAU_AVX2 void block_avx2(const float* x, const float* w, int64_t k, float* out) {
+template <class T, int M, int R>
+VILAU_AVX2 void block_avx2(const float* x, const T* w, int64_t k, float* out) {
   __m256 acc[M][R][4];  // lanes 0-7, 8-15, 16-23, 24-31 of the 32 partial sums
   for (int r = 0; r < M; ++r)
     for (int i = 0; i < R; ++i)
@@ -97,7 +127,7 @@ VILAU_AVX2 void block_avx2(const float* x, const float* w, int64_t k, float* out
   for (int64_t kk = 0; kk < k; kk += kLanes) {
     for (int i = 0; i < R; ++i) {
       for (int q = 0; q < 4; ++q) {
-        const __m256 wv = _mm256_loadu_ps(w + i * k + kk + 8 * q);
+        const __m256 wv = load8(w + i * k + kk + 8 * q);
         for (int r = 0; r < M; ++r) {
           acc[r][i][q] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * k + kk + 8 * q), acc[r][i][q]);
         }
@@ -117,8 +147,17 @@ VILAU_AVX2 void block_avx2(const float* x, const float* w, int64_t k, float* out
 
 #if defined(__aarch64__)
 
-template <int M, int R>
-void block_neon(const float* x, const float* w, int64_t k, float* out) {
+//! 4 consecutive weights as float32: a load, or a 16-bit load widened exactly.
+inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
+inline float32x4_t load4(const Half* p) {
+  return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p))));
+}
+inline float32x4_t load4(const BFloat16* p) {  // bf16 bits << 16 are the float32 bits
+  return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)), 16));
+}
+
+template <class T, int M, int R>
+void block_neon(const float* x, const T* w, int64_t k, float* out) {
   float32x4_t acc[M][R][8];  // 8 quarters of the 32 partial sums
   for (int r = 0; r < M; ++r)
     for (int i = 0; i < R; ++i)
@@ -126,7 +165,7 @@ void block_neon(const float* x, const float* w, int64_t k, float* out) {
   for (int64_t kk = 0; kk < k; kk += kLanes) {
     for (int i = 0; i < R; ++i) {
       for (int q = 0; q < 8; ++q) {
-        const float32x4_t wv = vld1q_f32(w + i * k + kk + 4 * q);
+        const float32x4_t wv = load4(w + i * k + kk + 4 * q);
         for (int r = 0; r < M; ++r) {
           acc[r][i][q] = vfmaq_f32(acc[r][i][q], wv, vld1q_f32(x + r * k + kk + 4 * q));
         }
@@ -147,43 +186,48 @@ void block_neon(const float* x, const float* w, int64_t k, float* out) {
 
 #endif  // aarch64
 
-using BlockFn = void (*)(const float*, const float*, int64_t, float*);
+template <class T>
+using BlockFn = void (*)(const float*, const T*, int64_t, float*);
 
 constexpr int kMaxBlockOutputs = 8;  //!< M x R of every plan below
 
+template <class T>
 struct Plan {
-  BlockFn block;  //!< R rows of W for all M rows of x; nullptr: the scalar reference
-  int rows;       //!< R
+  BlockFn<T> block;  //!< R rows of W for all M rows of x; nullptr: the scalar reference
+  int rows;          //!< R
 };
 
-Plan plan_for(const std::string& isa, int64_t m) {
+// The same plans for every weight type: 16-bit weights are widened in registers before the FMAs,
+// so they need no more accumulators, and R rows in flight still means R streams of W.
+template <class T>
+Plan<T> plan_for(const std::string& isa, int64_t m) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (isa == "avx512") {
     // 32 zmm: M x R x 2 accumulators + 2M x vectors. M = 1: 8 rows in flight read ~25% faster
     // than 4 on the development CPU (2 threads, 2026-12-01); a 1 KiB software prefetch did not.
     switch (m) {
-      case 1: return {&block_avx512<1, 8>, 8};
-      case 2: return {&block_avx512<2, 4>, 4};
-      case 3: return {&block_avx512<3, 2>, 2};
-      default: return {&block_avx512<4, 2>, 2};
+      case 1: return {&block_avx512<T, 1, 8>, 8};
+      case 2: return {&block_avx512<T, 2, 4>, 4};
+      case 3: return {&block_avx512<T, 3, 2>, 2};
+      default: return {&block_avx512<T, 4, 2>, 2};
     }
   }
   if (isa == "avx2") {  // 16 ymm: M x R x 4 accumulators
     switch (m) {
-      case 1: return {&block_avx2<1, 2>, 2};
-      case 2: return {&block_avx2<2, 1>, 1};
-      case 3: return {&block_avx2<3, 1>, 1};
-      default: return {&block_avx2<4, 1>, 1};
+      case 1: return {&block_avx2<T, 1, 2>, 2};
+      case 2: return {&block_avx2<T, 2, 1>, 1};
+      case 3: return {&block_avx2<T, 3, 1>, 1};
+      default: return {&block_avx2<T, 4, 1>, 1};
     }
   }
 #endif
 #if defined(__aarch64__)
   if (isa == "neon") {  // 32 q registers: M x R x 8 accumulators
     switch (m) {
-      case 1: return {&block_neon<1, 2>, 2};
-      case 2: return {&block_neon<2, 1>, 1};
-      case 3: return {&block_neon<3, 1>, 1};
-      default: return {&block_neon<4, 1>, 1};
+      case 1: return {&block_neon<T, 1, 2>, 2};
+      case 2: return {&block_neon<T, 2, 1>, 1};
+      case 3: return {&block_neon<T, 3, 1>, 1};
+      default: return {&block_neon<T, 4, 1>, 1};
     }
   }
 #endif
@@ -191,27 +235,26 @@ Plan plan_for(const std::string& isa, int64_t m) {
   return {nullptr, 1};
 }
 
-}  // namespace
-
-void gemv_f32_check_sizes(int64_t m, int64_t k, int64_t n) {
+void check_sizes(const char* op, int64_t m, int64_t k, int64_t n) {
+  const std::string name(op);
   if (m < 1 || m > kGemvF32MaxM) {
-    throw std::invalid_argument("gemv_f32: M = " + std::to_string(m) + " rows of x; the GEMV " +
+    throw std::invalid_argument(name + ": M = " + std::to_string(m) + " rows of x; the GEMV " +
                                 "serves 1.." + std::to_string(kGemvF32MaxM) + " (use BLAS)");
   }
   if (k < kLanes || k % kLanes) {
-    throw std::invalid_argument("gemv_f32: K = " + std::to_string(k) +
+    throw std::invalid_argument(name + ": K = " + std::to_string(k) +
                                 " must be a positive multiple of 32");
   }
-  if (n < 1) throw std::invalid_argument("gemv_f32: N = " + std::to_string(n) + " must be >= 1");
+  if (n < 1) throw std::invalid_argument(name + ": N = " + std::to_string(n) + " must be >= 1");
 }
 
-std::vector<std::string> gemv_f32_isas() { return cpu_isas(); }
-
-void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, int64_t m,
-                  int64_t k, int64_t n, int num_threads, const std::string& isa) {
-  gemv_f32_check_sizes(m, k, n);
-  check_num_threads("gemv_f32", num_threads);
-  const Plan plan = plan_for(cpu_isa("gemv_f32", isa), m);
+//! Both entry points: checks, then threads over blocks of R output rows.
+template <class T>
+void gemv(const char* op, const float* x, const T* w, const float* bias, float* y, int64_t m,
+          int64_t k, int64_t n, int num_threads, const std::string& isa) {
+  check_sizes(op, m, k, n);
+  check_num_threads(op, num_threads);
+  const Plan<T> plan = plan_for<T>(cpu_isa(op, isa), m);
   const int64_t R = plan.rows;
   const int64_t blocks = n / R;
   // Contiguous row ranges per thread (static schedule): each thread streams its part of W.
@@ -231,6 +274,35 @@ void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, i
         y[r * n + n0 + i] = bias ? v + bias[n0 + i] : v;
       }
     }
+  }
+}
+
+}  // namespace
+
+void gemv_f32_check_sizes(int64_t m, int64_t k, int64_t n) { check_sizes("gemv_f32", m, k, n); }
+
+std::vector<std::string> gemv_f32_isas() { return cpu_isas(); }
+
+void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, int64_t m,
+                  int64_t k, int64_t n, int num_threads, const std::string& isa) {
+  gemv("gemv_f32", x, w, bias, y, m, k, n, num_threads, isa);
+}
+
+void gemv_w16_cpu(const float* x, const uint16_t* w, DType w_dtype, const float* bias, float* y,
+                  int64_t m, int64_t k, int64_t n, int num_threads, const std::string& isa) {
+  // Half and BFloat16 hold exactly a uint16_t (float_cpu.h), as the other kernels read them.
+  switch (w_dtype) {
+    case DType::kFloat16:
+      gemv("gemv_w16", x, reinterpret_cast<const Half*>(w), bias, y, m, k, n, num_threads, isa);
+      return;
+    case DType::kBFloat16:
+      gemv("gemv_w16", x, reinterpret_cast<const BFloat16*>(w), bias, y, m, k, n, num_threads,
+           isa);
+      return;
+    default:
+      throw std::invalid_argument(std::string("gemv_w16: weight dtype ") + dtype_name(w_dtype) +
+                                  " is not a 16-bit float (float16 or bfloat16; float32 weights: "
+                                  "gemv_f32_cpu)");
   }
 }
 

@@ -83,8 +83,12 @@ def test_linear_uses_the_gemv_only_for_decode_shapes():
 
 @needs_qemu
 def test_neon_gemv_returns_the_scalar_bits_under_qemu(tmp_path):
+    """Also the 16-bit-weight GEMV's NEON path (vcvt_f32_f16, vshll_n_u16) against the float32
+    scalar reference on the upcast weights (tests/ops/test_gemv_w16.py covers x86-64)."""
     sources = ["tests/ops/gemv_f32_isa_check.cpp", "csrc/gemv/gemv_f32_cpu.cpp",
-               "csrc/common/cpu_isa.cpp"]  # fmt: skip
+               "csrc/common/cpu_isa.cpp", "csrc/common/dtype.cpp"]  # fmt: skip
     out = build_and_run(tmp_path / "gemv_f32_isa_check", sources)
     assert "isas: neon scalar" in out
-    assert "0 of 72 cases differ" in out
+    assert "\n0 of 72 cases differ" in out
+    # 2 dtypes x 4 M x 3 K x 5 N x (bias, none) x 2 isas
+    assert "w16: 0 of 480 cases differ" in out

@@ -59,11 +59,17 @@ WEIGHTS_PER_BLOCK = 16
 # ---------------------------------------------------------------------------- float GEMV
 
 
+_GEMV_WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def gemv_rows(x: Tensor, weight: Tensor) -> int:
-    """Rows of ``x`` that ``linear`` sends to the native float32 GEMV (0: it uses BLAS):
-    CPU float32, contiguous, K % 32 == 0 and at most ``_C.GEMV_F32_MAX_M`` rows (decode steps,
-    CFG pairs). Larger M (prefill) is a GEMM, where BLAS wins."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+    """Rows of ``x`` that ``linear`` sends to the native GEMV (0: it uses BLAS): x CPU float32,
+    weight CPU float32 (``_C.gemv_f32_cpu``) or float16 / bfloat16 (``_C.gemv_w16_cpu``),
+    contiguous, K % 32 == 0 and at most ``_C.GEMV_F32_MAX_M`` rows (decode steps, CFG pairs).
+    Larger M (prefill) is a GEMM, where BLAS wins."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return 0
+    if weight.device.type != "cpu" or weight.dtype not in _GEMV_WEIGHT_DTYPES or weight.dim() != 2:
         return 0
     k = x.shape[-1]
     m = x.numel() // k if k else 0
@@ -74,20 +80,71 @@ def gemv_rows(x: Tensor, weight: Tensor) -> int:
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear(x, weight, bias)``; decode-shaped CPU float32 calls run ``_C.gemv_f32_cpu``
-    (csrc/gemv: reads W at memory bandwidth with the threads; its summation order is fixed
-    and every instruction-set path returns the same bits), other shapes and devices BLAS."""
+    """``F.linear(x, weight, bias)``; decode-shaped CPU float32 calls (``gemv_rows``) run
+    ``_C.gemv_f32_cpu`` (csrc/gemv: reads W at memory bandwidth with the threads; its summation
+    order is fixed and every instruction-set path returns the same bits), other shapes and
+    devices BLAS.
+
+    A float16 or bfloat16 ``weight`` with a float32 ``x`` means ``F.linear(x, weight.float(),
+    bias)``, computed in float32. Decode-shaped calls run ``_C.gemv_w16_cpu``, which widens each
+    weight in registers (exact) and returns the bits of ``linear(x, weight.float(), bias)``
+    while reading half the bytes; every other shape or device falls back to ``F.linear(x,
+    weight.float(), bias)``: the same values up to BLAS rounding, but it builds a float32 copy of
+    the weight on each call, so it is slow (keep 16-bit weights for decode-only linears).
+    Other dtype pairs go to ``F.linear`` unchanged."""
+    w16 = x.dtype == torch.float32 and weight.dtype in (torch.float16, torch.bfloat16)
     m = gemv_rows(x, weight)
-    if not m or x.shape[-1] != weight.shape[1] or (bias is not None and bias.dtype != x.dtype):
-        return F.linear(x, weight, bias)
+    n = weight.shape[0] if m else 0
+    bias_ok = bias is None or (
+        bias.dtype == x.dtype and bias.device == x.device and bias.shape == (n,)
+    )
+    if not m or x.shape[-1] != weight.shape[1] or not bias_ok:
+        return F.linear(x, weight.float() if w16 else weight, bias)
     x = x.contiguous()
-    n = weight.shape[0]
+    bias = None if bias is None else bias.contiguous()  # held: its address must outlive the call
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
-    _native().gemv_f32_cpu(
-        x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.contiguous().data_ptr(),
-        y.data_ptr(), m, x.shape[-1], n, torch.get_num_threads(),
-    )  # fmt: skip
+    args = (0 if bias is None else bias.data_ptr(), y.data_ptr(), m, x.shape[-1], n)
+    if w16:
+        w_code = _DTYPE_CODES[weight.dtype]
+        _native().gemv_w16_cpu(
+            x.data_ptr(), weight.data_ptr(), w_code, *args, torch.get_num_threads()
+        )
+    else:
+        _native().gemv_f32_cpu(x.data_ptr(), weight.data_ptr(), *args, torch.get_num_threads())
     return y
+
+
+def exact_16bit(weight: Tensor, chunk: int = 1 << 22) -> torch.dtype | None:
+    """The 16-bit float dtype that holds every value of the float32 ``weight`` exactly (so that
+    ``weight.to(dtype)`` is lossless and ``linear`` on it returns the same bits), or None.
+
+    torch.float16 when every value round-trips through float16 bit for bit, else torch.bfloat16
+    when every value round-trips through bfloat16, else None. float16 is preferred where both
+    hold: the two are the same size and give the same GEMV result, and float16 is the one more
+    hardware and formats (F16C, NEON, older GPUs, numpy) convert natively. Only finite values
+    count: a tensor with an inf or a nan gives None. float16 covers magnitudes up to 65504
+    (larger values overflow: not exact) and down to its subnormals (multiples of 2**-24: a
+    smaller or finer value is not exact); bfloat16 has float32's range with 8 significant bits,
+    float32 subnormals included. -0.0 stays -0.0. Checked ``chunk`` elements at a time, so the
+    temporary copies stay small next to a large weight.
+
+    :raises TypeError: ``weight`` is not float32.
+    """
+    if weight.dtype != torch.float32:
+        raise TypeError(f"exact_16bit: weight is {weight.dtype}; expected torch.float32")
+    flat = weight.detach().reshape(-1)
+    candidates = [torch.float16, torch.bfloat16]
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start : start + chunk]
+        if not bool(torch.isfinite(part).all()):
+            return None
+        bits = part.view(torch.int32)
+        candidates = [
+            dt for dt in candidates if torch.equal(part.to(dt).float().view(torch.int32), bits)
+        ]
+        if not candidates:
+            return None
+    return candidates[0]
 
 
 # ---------------------------------------------------------------------------- sample_codes

@@ -1,0 +1,35 @@
+"""bench/gemv_float.py --smoke runs end to end and writes a row per shape and weight dtype."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vilau_rt._C")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gemv_bench_smoke_writes_every_row(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "gemv_float.py"), "--smoke", "--threads", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["K"], r["N"], r["weights"]) for r in rows] == [
+        (k, n, w) for k, n in [(256, 96), (512, 40)] for w in ("float32", "float16", "bfloat16")
+    ]
+    for r in rows:
+        assert r["ms"] > 0 and r["GBs"] > 0
+        per_weight = 4 if r["weights"] == "float32" else 2
+        assert r["MB"] * 1e6 == pytest.approx(r["K"] * r["N"] * per_weight + 4 * (r["K"] + r["N"]))
+        assert ("torch_ms" in r) == (r["weights"] == "float32")
+    assert "| 256x96 | 1 | float16 |" in proc.stdout
