@@ -144,3 +144,32 @@ def test_bad_sizes_name_the_layer_and_the_linear():
     with pytest.raises(ValueError, match="batch 5 outside 1..4"):
         dec.step(x.data_ptr(), x.data_ptr(), 5, cs.data_ptr(), cs.data_ptr(), valid.data_ptr(),
                  8, 0, 1)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, None])
+def test_lm_head_saved_in_16_bits_is_read_in_16_bits_with_the_same_logits(tmp_path, dtype):
+    """A float32 lm_head whose values a 16-bit dtype holds exactly (a checkpoint saved in 16
+    bits) is read from a 16-bit copy at decode: the float32 weight's logits, bit for bit."""
+    from vilau_export.checkpoint_writer import write_checkpoint
+
+    from vilau_rt.backends.native_backend import NativeBackend
+    from vilau_rt.model.checkpoint import load_vilau
+    from vilau_rt.model.config import preset
+    from vilau_rt.ops import native
+
+    model = load_vilau(write_checkpoint(preset("tiny-256"), tmp_path / "t"), device="cpu")
+    head = model.llm.lm_head.weight
+    with torch.no_grad():
+        if dtype is not None:
+            head.copy_(head.to(dtype).float())
+        else:  # a value no 16-bit dtype holds: the float32 weight is read
+            head[0, 0] = 1.0 + 2.0**-20
+    backend = NativeBackend(model)
+    assert (backend._lm_head16 is None) == (dtype is None)
+    assert ("lm_head" in backend.stats) == (dtype is not None)
+    if dtype is not None:
+        assert backend._lm_head16.dtype == dtype or dtype == torch.bfloat16
+    hidden = torch.randn(2, head.shape[1])
+    ref = native.linear(hidden, head)  # float32 weight, the same GEMV order
+    assert torch.equal(backend.logits(hidden), ref)
+    torch.testing.assert_close(ref, hidden.double().matmul(head.double().T).float())

@@ -90,6 +90,9 @@ class NativeBackend(Backend):
         if not self.use_graphs:
             self._decoder, why = CpuDecoder.of(model.llm, self._fused)
         self.stats["decode_step"] = "C++ LlamaDecoder" if self._decoder else f"torch ops ({why})"
+        self._lm_head16 = _lm_head_16bit(model.llm.lm_head)
+        if self._lm_head16 is not None:
+            self.stats["lm_head"] = f"{self._lm_head16.dtype} copy (exact) for decode"
         self._depth_weights = native.depth_weights(model.depth_transformer)
         self._codebooks = model.quantizer.stacked_codebooks().detach().contiguous()
         self._batch = self._len = 0
@@ -258,7 +261,10 @@ class NativeBackend(Backend):
 
     @torch.no_grad()
     def logits(self, hidden):
-        return _linear(self.model.llm.lm_head, hidden).float()
+        head = self.model.llm.lm_head
+        if self._lm_head16 is not None and native.gemv_rows(hidden, self._lm_head16):
+            return native.linear(hidden, self._lm_head16, head.bias)
+        return _linear(head, hidden).float()
 
     # ---------------------------------------------------------------- depth transformer
 
@@ -339,6 +345,19 @@ class NativeBackend(Backend):
         with torch.cuda.graph(graph):
             out = fn(*static)
         return _Graph(graph, static, out)
+
+
+@torch.no_grad()
+def _lm_head_16bit(head) -> torch.Tensor | None:
+    """A float16 / bfloat16 copy of a CPU float32 lm_head whose values that dtype holds exactly
+    (a checkpoint saved in 16 bits, e.g. AWQ's fp16 lm_head, loaded as float32), or None. Decode
+    steps read it instead: the same logits bit for bit (``native.linear``), half the bytes; the
+    float32 weight stays for prefill and for other backends over the model."""
+    w = head.weight
+    if type(head) is not torch.nn.Linear or w.device.type != "cpu" or w.dtype != torch.float32:
+        return None
+    dtype = native.exact_16bit(w)
+    return None if dtype is None else w.detach().to(dtype).contiguous()
 
 
 def _linear(module, x):
