@@ -116,7 +116,11 @@ class NativeBackend(Backend):
         if quantize_llm:
             quantize_llm_linears(model.llm, group_size)
         backend = cls(model, **kw)
-        backend.stats["llm_weights"] = f"W4A16 RTN g{group_size}" if quantize_llm else "float"
+        int4 = [m for m in model.llm.modules() if isinstance(m, W4A16Linear)]
+        if quantize_llm:
+            backend.stats["llm_weights"] = f"W4A16 RTN g{group_size}"
+        else:  # as loaded: float, or an AWQ checkpoint's W4A16 layers
+            backend.stats["llm_weights"] = f"W4A16 g{int4[0].group_size}" if int4 else "float"
         return backend
 
     @property
