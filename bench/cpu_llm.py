@@ -2,7 +2,7 @@
 AWQ INT4, and llama.cpp as an optional peer, all on the same checkpoint in the same run.
 
     python bench/cpu_llm.py [--checkpoint DIR] [--int4 DIR] [--workdir DIR] [--threads N]
-                            [--prompt-len 100] [--new-tokens 64] [--repeat 3]
+                            [--prompt-len 100] [--new-tokens 64] [--repeat 3] [--rounds 1]
                             [--engines ...] [--llama-cpp PYTHON] [--json OUT]
 
 Without ``--checkpoint`` a random-weight ``llm150m-32`` checkpoint (a 150M-parameter LLaMA,
@@ -16,7 +16,9 @@ its own process (its peak RSS is its own), greedy, on the same ``--prompt-len`` 
 - same tokens: the engine's greedy tokens equal transformers' fp32 tokens (float engines; INT4
   tokens are compared with the float tokens of the same backend for information only).
 
-Each figure is the median of ``--repeat`` runs after one warm-up run. ``--llama-cpp PYTHON``
+Each figure is the median of ``--repeat`` runs after one warm-up run; with ``--rounds R`` every
+engine (llama.cpp included) runs R times in turn and the table gives the median over rounds, with
+each round's decode tok/s: the shared machine's bandwidth drifts by tens of percent over minutes. ``--llama-cpp PYTHON``
 names an interpreter with ``llama_cpp`` installed (see bench/llama_cpp_baseline.py); its F32,
 F16 and Q4_0 conversions of the same ``llm/`` folder are timed on the same prompt ids, with a
 float32 KV cache like ours (llama.cpp's default float16 cache can flip near-tied greedy tokens).
@@ -232,15 +234,37 @@ def copy_bandwidth_gbs() -> float:
     return bandwidth(torch.device("cpu"), 1 << 30) / 1e9
 
 
+def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One row per engine: the median over rounds of each time (the engines take turns each
+    round, so a slow spell of the shared machine does not land on one engine only), the largest
+    peak RSS, the tokens of the first round (``tokens_stable`` false if a round differed)."""
+    merged = []
+    for first in rounds[0]:
+        same = [r for rows in rounds for r in rows if r["engine"] == first["engine"]]
+        row = dict(first)
+        for key in ("ttft_ms", "decode_tok_s", "end_to_end_tok_s", "image_s"):
+            if all(key in r for r in same):
+                row[key] = statistics.median(r[key] for r in same)
+        row["decode_rounds"] = [round(r["decode_tok_s"], 1) for r in same]
+        rss = [r["peak_rss_mb"] for r in same if "peak_rss_mb" in r]
+        if rss:
+            row["peak_rss_mb"] = max(rss)
+        row["tokens_stable"] = all(r["tokens"] == first["tokens"] for r in same) and all(
+            r.get("tokens_stable", True) for r in same
+        )
+        merged.append(row)
+    return merged
+
+
 def table(rows: list[dict], base: dict | None, machine: str) -> str:
     out = [
         machine,
         "",
         (
             "| engine | ttft ms | decode tok/s | x transformers decode | end-to-end tok/s "
-            "| image s | same tokens | peak RSS MB |"
+            "| image s | same tokens | peak RSS MB | decode tok/s per round |"
         ),
-        "|---|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
         ratio = r["decode_tok_s"] / base["decode_tok_s"] if base else float("nan")
@@ -248,7 +272,8 @@ def table(rows: list[dict], base: dict | None, machine: str) -> str:
         out.append(
             f"| {r['engine']} | {r['ttft_ms']:.0f} | {r['decode_tok_s']:.1f} | {ratio:.2f}x "
             f"| {r['end_to_end_tok_s']:.1f} | {img} | {r.get('same', '-')} "
-            f"| {r.get('peak_rss_mb', float('nan')):.0f} |"
+            f"| {r.get('peak_rss_mb', float('nan')):.0f} "
+            f"| {' / '.join(str(v) for v in r.get('decode_rounds', []))} |"
         )
     return "\n".join(out)
 
@@ -263,6 +288,8 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=100)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every engine this many times, in turn; figures: the median")  # fmt: skip
     ap.add_argument("--llama-cpp", metavar="PYTHON", help="interpreter that has llama_cpp")
     ap.add_argument("--json", help="write the rows here as well")
     # internal: one engine in a child process
@@ -280,15 +307,20 @@ def main() -> None:
         cfg = json.loads((ckpt / "llm" / "config.json").read_text())
         ids = prompt_ids(cfg["vocab_size"], args.prompt_len)
         bw = copy_bandwidth_gbs()
-        rows: list[dict] = []
-        for engine in args.engines:
-            path = int4 if engine.endswith("-int4") else ckpt
-            row = run_child(engine, path, ids, args)
-            if row is not None:
-                rows.append(row)
-                print(json.dumps({k: v for k, v in row.items() if "codes" not in k}), flush=True)
-        if args.llama_cpp:
-            rows += llama_cpp_rows(args.llama_cpp, ckpt, ids, args, workdir)
+        rounds: list[list[dict]] = []
+        for _ in range(args.rounds):
+            rows: list[dict] = []
+            for engine in args.engines:
+                path = int4 if engine.endswith("-int4") else ckpt
+                row = run_child(engine, path, ids, args)
+                if row is not None:
+                    rows.append(row)
+                    brief = {k: v for k, v in row.items() if "codes" not in k and k != "tokens"}
+                    print(json.dumps(brief), flush=True)
+            if args.llama_cpp:
+                rows += llama_cpp_rows(args.llama_cpp, ckpt, ids, args, workdir)
+            rounds.append(rows)
+        rows = merge_rounds(rounds)
         by = {r["engine"]: r for r in rows}
         base = by.get("transformers")
         for r in rows:
@@ -301,7 +333,8 @@ def main() -> None:
         machine = (
             f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, load average "
             f"{load[0]:.2f} at the end; copy bandwidth {bw:.1f} GB/s; prompt {args.prompt_len}, "
-            f"{args.new_tokens} greedy tokens, median of {args.repeat}; {ckpt.name}"
+            f"{args.new_tokens} greedy tokens, median of {args.repeat} runs, median of "
+            f"{args.rounds} rounds (engines in turn); {ckpt.name}"
         )
         print(table(rows, base, machine))
         if args.json:
