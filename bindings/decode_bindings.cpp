@@ -1,7 +1,9 @@
 // Bindings of csrc/decode.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "bindings/bindings.h"
 #include "decode/llama_decode.h"
@@ -62,8 +64,8 @@ void bind_decode(py::module_& m) {
       .def(
           "add_layer",
           [](LlamaDecoder& self, std::uintptr_t input_norm, std::uintptr_t post_norm,
-             const DecodeLinear& qkv, const DecodeLinear& o, const DecodeLinear& gate_up,
-             const DecodeLinear& down) {
+             const std::vector<DecodeLinear>& qkv, const DecodeLinear& o,
+             const std::vector<DecodeLinear>& gate_up, const DecodeLinear& down) {
             LlamaDecodeLayer layer;
             layer.input_norm = address<const float>(input_norm, "input_norm");
             layer.post_norm = address<const float>(post_norm, "post_norm");
@@ -73,6 +75,7 @@ void bind_decode(py::module_& m) {
             layer.down = down;
             self.add_layer(layer);
           },
+          "qkv: [q/k/v] or [q, k, v]; gate_up: [gate/up] or [gate, up] (rows side by side).",
           py::arg("input_norm"), py::arg("post_norm"), py::arg("qkv"), py::arg("o"),
           py::arg("gate_up"), py::arg("down"))
       .def(

@@ -55,14 +55,15 @@ struct LlamaDecodeShape {
   float eps = 1e-6f;
 };
 
-//! One decoder layer's weights. q/k/v rows are [q (heads * head_dim); k; v] in one linear, and
-//! gate/up rows [gate (intermediate); up].
+//! One decoder layer's weights. q/k/v is one linear with rows [q (heads * head_dim); k; v] or
+//! the same rows split over several linears (q, k, v as the checkpoint stores them: fusing them
+//! would copy weights that are mapped from the file); gate/up likewise ([gate; up]).
 struct LlamaDecodeLayer {
   const float* input_norm = nullptr;  //!< [hidden]
   const float* post_norm = nullptr;   //!< [hidden]
-  DecodeLinear qkv;
+  std::vector<DecodeLinear> qkv;
   DecodeLinear o;
-  DecodeLinear gate_up;
+  std::vector<DecodeLinear> gate_up;
   DecodeLinear down;
 };
 
@@ -73,7 +74,8 @@ class LlamaDecoder {
   LlamaDecoder(const LlamaDecodeShape& shape, const float* final_norm);
 
   //! Appends a layer. @throws std::invalid_argument naming the layer, the linear and the size
-  //! that does not match the shape, or a form the GEMVs do not serve (K % 32, G % 32, N % 8).
+  //! that does not match the shape (split linears: their N add up), or a form the GEMVs do not
+  //! serve (K % 32, G % 32, N % 8).
   void add_layer(const LlamaDecodeLayer& layer);
 
   //! The KV cache of layer @p layer: k and v float32 [batch, kv_heads, capacity, head_dim].
@@ -109,8 +111,9 @@ class LlamaDecoder {
   const float* final_norm_;
   std::vector<LlamaDecodeLayer> layers_;
   std::vector<Cache> caches_;
-  // scratch, grown on demand: residual, normed input, q/k/v, attention out, gate/up, mlp in
-  std::vector<float> x_, a_, qkv_, att_, gu_, m_;
+  // scratch, grown on demand: residual, normed input, q/k/v, attention out, gate/up, mlp in,
+  // one part of a split linear
+  std::vector<float> x_, a_, qkv_, att_, gu_, m_, part_;
 };
 
 }  // namespace vilau

@@ -53,6 +53,49 @@ void run_linear(const DecodeLinear& lin, const float* x, float* y, int64_t m, in
   }
 }
 
+//! y[M, sum of N] = the parts' outputs side by side (a part of several writes its rows through
+//! @p scratch when M > 1).
+void run_parts(const std::vector<DecodeLinear>& parts, const float* x, float* y, int64_t m,
+               int threads, std::vector<float>& scratch) {
+  if (parts.size() == 1) {
+    run_linear(parts[0], x, y, m, threads);
+    return;
+  }
+  int64_t total = 0;
+  for (const DecodeLinear& p : parts) total += p.n;
+  int64_t offset = 0;
+  for (const DecodeLinear& p : parts) {
+    if (m == 1) {
+      run_linear(p, x, y + offset, 1, threads);
+    } else {
+      scratch.resize(m * p.n);
+      run_linear(p, x, scratch.data(), m, threads);
+      for (int64_t r = 0; r < m; ++r) {
+        std::copy(scratch.data() + r * p.n, scratch.data() + (r + 1) * p.n,
+                  y + r * total + offset);
+      }
+    }
+    offset += p.n;
+  }
+}
+
+void check_parts(const std::vector<DecodeLinear>& parts, const std::string& name, int64_t n,
+                 int64_t k) {
+  if (parts.empty() || parts.size() > 3) {
+    bad(name + " has " + std::to_string(parts.size()) + " parts; expected 1 to 3");
+  }
+  int64_t total = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string part = parts.size() == 1 ? name : name + " part " + std::to_string(i);
+    check_linear(parts[i], part, parts[i].n, k);
+    total += parts[i].n;
+  }
+  if (total != n) {
+    bad(name + " has " + std::to_string(total) + " output rows in all; the shape needs " +
+        std::to_string(n));
+  }
+}
+
 void rms_norm(const float* x, const float* w, float* out, int64_t m, int64_t h, float eps) {
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * h;
@@ -119,9 +162,9 @@ void LlamaDecoder::add_layer(const LlamaDecodeLayer& layer) {
   const std::string name = "layer " + std::to_string(layers_.size()) + " ";
   const int64_t h = shape_.hidden, hd = shape_.head_dim;
   if (!layer.input_norm || !layer.post_norm) bad(name + "has a null norm weight");
-  check_linear(layer.qkv, name + "q/k/v", (shape_.heads + 2 * shape_.kv_heads) * hd, h);
+  check_parts(layer.qkv, name + "q/k/v", (shape_.heads + 2 * shape_.kv_heads) * hd, h);
   check_linear(layer.o, name + "o_proj", h, shape_.heads * hd);
-  check_linear(layer.gate_up, name + "gate/up", 2 * shape_.intermediate, h);
+  check_parts(layer.gate_up, name + "gate/up", 2 * shape_.intermediate, h);
   check_linear(layer.down, name + "down_proj", h, shape_.intermediate);
   layers_.push_back(layer);
   caches_.emplace_back();
@@ -140,7 +183,10 @@ void LlamaDecoder::set_cache(int64_t layer, float* k, float* v, int64_t batch,
 
 int64_t LlamaDecoder::max_batch() const {
   for (const LlamaDecodeLayer& l : layers_) {
-    for (const DecodeLinear* lin : {&l.qkv, &l.o, &l.gate_up, &l.down}) {
+    std::vector<const DecodeLinear*> all = {&l.o, &l.down};
+    for (const DecodeLinear& p : l.qkv) all.push_back(&p);
+    for (const DecodeLinear& p : l.gate_up) all.push_back(&p);
+    for (const DecodeLinear* lin : all) {
       if (lin->kind == DecodeLinear::Kind::kFloat32) return kGemvF32MaxM;
     }
   }
@@ -226,7 +272,7 @@ void LlamaDecoder::step(const float* x, float* out, int64_t batch, const float* 
     const LlamaDecodeLayer& layer = layers_[li];
     const Cache& cache = caches_[li];
     rms_norm(x_.data(), layer.input_norm, a_.data(), batch, h, shape_.eps);
-    run_linear(layer.qkv, a_.data(), qkv_.data(), batch, num_threads);
+    run_parts(layer.qkv, a_.data(), qkv_.data(), batch, num_threads, part_);
     for (int64_t b = 0; b < batch; ++b) {
       float* q = qkv_.data() + b * row;
       float* k = q + nh * hd;
@@ -245,7 +291,7 @@ void LlamaDecoder::step(const float* x, float* out, int64_t batch, const float* 
     run_linear(layer.o, att_.data(), y.data(), batch, num_threads);
     for (int64_t i = 0; i < batch * h; ++i) x_[i] = x_[i] + y[i];
     rms_norm(x_.data(), layer.post_norm, a_.data(), batch, h, shape_.eps);
-    run_linear(layer.gate_up, a_.data(), gu_.data(), batch, num_threads);
+    run_parts(layer.gate_up, a_.data(), gu_.data(), batch, num_threads, part_);
     for (int64_t b = 0; b < batch; ++b) {
       const float* gate = gu_.data() + b * 2 * inter;
       const float* up = gate + inter;

@@ -125,12 +125,15 @@ def test_bad_sizes_name_the_layer_and_the_linear():
     def lin(n, k):
         return ext.DecodeLinear.float32(w[(n, k)].data_ptr(), 0, n, k)
 
+    n = norm.data_ptr()
     with pytest.raises(ValueError, match=r"layer 0 o_proj is \[64, 32\]"):
-        dec.add_layer(norm.data_ptr(), norm.data_ptr(), lin(192, 64),
-                      ext.DecodeLinear.float32(w[(64, 64)].data_ptr(), 0, 64, 32),
-                      lin(320, 64), lin(64, 160))  # fmt: skip
-    dec.add_layer(norm.data_ptr(), norm.data_ptr(), lin(192, 64), lin(64, 64), lin(320, 64),
-                  lin(64, 160))  # fmt: skip
+        dec.add_layer(n, n, [lin(192, 64)], ext.DecodeLinear.float32(w[(64, 64)].data_ptr(), 0,
+                      64, 32), [lin(320, 64)], lin(64, 160))  # fmt: skip
+    with pytest.raises(ValueError, match="layer 0 q/k/v has 128 output rows in all; .* 192"):
+        dec.add_layer(n, n, [lin(64, 64), lin(64, 64)], lin(64, 64), [lin(320, 64)], lin(64, 160))
+    with pytest.raises(ValueError, match="layer 0 gate/up has 0 parts"):
+        dec.add_layer(n, n, [lin(192, 64)], lin(64, 64), [], lin(64, 160))
+    dec.add_layer(n, n, [lin(192, 64)], lin(64, 64), [lin(320, 64)], lin(64, 160))
     x = torch.zeros(1, 64)
     cs = torch.zeros(1, 16)
     valid = torch.ones(1, 8, dtype=torch.bool)

@@ -4,8 +4,9 @@
 attention over the filled slots, the o GEMV, the fused gate/up GEMV, SiLU and the down GEMV of
 every layer, then the final norm, without returning to Python: the op-by-op step spends ~45
 framework ops per layer around its GEMVs (bench/RESULTS.md). This module builds one from a
-model whose layers the backend fused (float32 ``nn.Linear`` or CPU ``W4A16Linear``) and points
-it at the backend's KV cache.
+model's float32 ``nn.Linear`` or CPU ``W4A16Linear`` layers (float q/k/v and gate/up as the
+checkpoint maps them, W4A16 ones through the backend's fused packed GEMV) and points it at the
+backend's KV cache.
 
 The decoder holds addresses: ``CpuDecoder`` keeps every tensor it handed over alive, and, like
 the backend's fused linears, serves the weights it was built with.
@@ -30,8 +31,8 @@ class CpuDecoder:
     @classmethod
     @torch.no_grad()
     def of(cls, llm, fused_layers) -> tuple[CpuDecoder | None, str]:
-        """(decoder, "") for a CPU float32 LLM whose q/k/v and gate/up are fused, else
-        (None, why not)."""
+        """(decoder, "") for a CPU float32 LLM of float32 ``nn.Linear`` or ``W4A16Linear``
+        layers (q/k/v and gate/up fused where ``fused_layers`` has them), else (None, why not)."""
         cfg = llm.config
         norm = llm.model.norm.weight
         if norm.device.type != "cpu" or norm.dtype != torch.float32:
@@ -70,20 +71,23 @@ class CpuDecoder:
                 )  # fmt: skip
             raise _NotServed(f"{type(module).__name__} linears")
 
+        def parts(fused, *modules):
+            """One fused linear, or the modules side by side (float weights stay unfused)."""
+            if fused is not None and (fused.weight is not None or fused.packed is not None):
+                return [linear(fused=fused)]
+            return [linear(m) for m in modules]
+
         try:
             decoder = ext.LlamaDecoder(
                 cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
                 cfg.intermediate_size, float(llm.model.norm.eps), addr(norm),
             )  # fmt: skip
             for layer, fused in zip(llm.model.layers, fused_layers):
-                if fused.qkv is None or fused.gate_up is None:
-                    return None, "a layer's q/k/v or gate/up could not be fused"
-                if fused.qkv.weight is None and fused.qkv.packed is None:
-                    return None, "a layer's fused q/k/v has no CPU form"
+                attn, mlp = layer.self_attn, layer.mlp
                 decoder.add_layer(
                     addr(layer.input_layernorm.weight), addr(layer.post_attention_layernorm.weight),
-                    linear(fused=fused.qkv), linear(layer.self_attn.o_proj),
-                    linear(fused=fused.gate_up), linear(layer.mlp.down_proj),
+                    parts(fused.qkv, attn.q_proj, attn.k_proj, attn.v_proj), linear(attn.o_proj),
+                    parts(fused.gate_up, mlp.gate_proj, mlp.up_proj), linear(mlp.down_proj),
                 )  # fmt: skip
         except _NotServed as e:
             return None, str(e)

@@ -386,9 +386,9 @@ def _w4a16_packed(x, packed, qzeros, scales, bias, group_size):
 class _FusedLinear:
     """Linears that read the same input (q/k/v; gate/up) as one matmul, outputs split back.
 
-    Float ``nn.Linear``: one [sum N, K] weight; the model's linears keep working, their weights
-    become row views of it (no memory duplicated; a torch backend over the same model sees the
-    same values). ``W4A16Linear`` (CPU, group % 32 == 0): one packed weight for the CPU GEMV built
+    Float ``nn.Linear`` on CUDA: one [sum N, K] weight; the model's linears keep working, their
+    weights become row views of it (no memory duplicated; a torch backend over the same model
+    sees the same values). Not on the CPU (see ``of``). ``W4A16Linear`` (CPU, group % 32 == 0): one packed weight for the CPU GEMV built
     from the concatenated codes (the layers' own packed caches are then never built); rows the
     packed GEMV does not serve (prefill) go through the layers one by one. The packed codes are
     read when the backend is built: a backend serves the INT4 weights it was created with."""
@@ -405,6 +405,10 @@ class _FusedLinear:
         """The fused form, or None when the linears differ in kind, dtype, device, K or group."""
         first = linears[0]
         if all(type(m) is torch.nn.Linear for m in linears):
+            if first.weight.device.type == "cpu":
+                # CPU weights are mapped from the checkpoint file: a fused copy would hold them
+                # twice (+18 GB for a float32 7B); the CPU decode step reads the parts in place.
+                return None
             w0 = first.weight
             if any(m.weight.dtype != w0.dtype or m.weight.device != w0.device for m in linears):
                 return None
