@@ -205,7 +205,8 @@ void LlamaDecoder::attention(const float* qkv, float* y, const Cache& cache, int
   // A thread per ~256K multiply-adds of q.k and p.v: a short cache is not worth a fork/join
   // (or, on a busy machine, a wait for a descheduled thread).
   const int64_t work = tasks * end * hd * 2;
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads, 1 + work / (1 << 18)));
+  [[maybe_unused]] const int threads =
+      static_cast<int>(std::min<int64_t>(num_threads, 1 + work / (1 << 18)));
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> s(end);
