@@ -38,6 +38,7 @@ def test_demo_writes_its_outputs_and_reuses_the_cached_model(tmp_path):
     for path in payload["outputs"].values():
         assert Image.open(path).size[0] > 0
     assert payload["codes_shape"] == [4, 4, 4]
+    assert payload["backend"] == "native"  # --backend auto on the CPU
     mtime = os.path.getmtime(os.path.join(payload["checkpoint"], "config.json"))
     again = json.loads(run(["demo", "--json", "--out", str(tmp_path / "d2")], tmp_path).stdout)
     assert again["caption_tokens"] == payload["caption_tokens"]

@@ -296,8 +296,10 @@ def cmd_demo(args) -> None:
     bar, tick = _progress(6, "generating", args.json)
     with bar:
         payload = run_demo(pipe, Path(args.out), progress=lambda: tick(0))
-    payload = {"checkpoint": str(pipe.path), "device": str(pipe.device), **payload}
-    lines = [f"model       {args.model} ({pipe.path})", f"device      {pipe.device}"]
+    payload = {"checkpoint": str(pipe.path), "device": str(pipe.device),
+               "backend": pipe.backend.name, **payload}  # fmt: skip
+    lines = [f"model       {args.model} ({pipe.path})",
+             f"device      {pipe.device}, backend {pipe.backend.name}"]  # fmt: skip
     lines += [f"caption     {'ok ' if c['right'] else 'BAD'} {c['caption']!r}  (truth: "
               f"{c['truth']!r})" for c in payload["captions"]]  # fmt: skip
     lines += [f"generated   {'ok ' if g['right'] else 'BAD'} {g['prompt']!r}  (classified: "
