@@ -1,0 +1,26 @@
+"""The float GEMVs called on tensors: ``_C.gemv_f32_cpu`` and ``_C.gemv_w16_cpu`` into a new
+float32 [M, N] (tests of csrc/gemv; no checks beyond the kernel's own)."""
+
+from __future__ import annotations
+
+import torch
+
+from vilau_rt.ops.kernels import _DTYPE_CODES, _native
+
+
+def gemv_f32(x, w, bias=None, isa="auto", threads=2):
+    y = torch.empty(x.shape[0], w.shape[0])
+    _native().gemv_f32_cpu(
+        x.data_ptr(), w.data_ptr(), 0 if bias is None else bias.data_ptr(), y.data_ptr(),
+        x.shape[0], x.shape[1], w.shape[0], threads, isa,
+    )  # fmt: skip
+    return y
+
+
+def gemv_w16(x, w, bias=None, isa="auto", threads=2):
+    y = torch.empty(x.shape[0], w.shape[0])
+    _native().gemv_w16_cpu(
+        x.data_ptr(), w.data_ptr(), _DTYPE_CODES[w.dtype], 0 if bias is None else bias.data_ptr(),
+        y.data_ptr(), x.shape[0], x.shape[1], w.shape[0], threads, isa,
+    )  # fmt: skip
+    return y
