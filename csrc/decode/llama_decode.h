@@ -82,7 +82,8 @@ class LlamaDecoder {
   //! @throws std::invalid_argument for an unknown layer or sizes < 1.
   void set_cache(int64_t layer, float* k, float* v, int64_t batch, int64_t capacity);
 
-  //! Largest batch a step serves: kGemvF32MaxM when a layer has a float32 linear, else 64.
+  //! Largest batch a step serves: kGemvF32MaxM when a layer has a float32 linear; with packed
+  //! W4A16 linears only, no bound (the caller decides where BLAS wins, see vilau_rt.ops).
   int64_t max_batch() const;
 
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }

@@ -9,14 +9,13 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
 namespace vilau {
 
 namespace {
-
-constexpr int64_t kPackedMaxBatch = 64;  //!< rows the packed W4A16 GEMV serves in a decode step
 
 [[noreturn]] void bad(const std::string& what) {
   throw std::invalid_argument("llama_decode: " + what);
@@ -190,7 +189,7 @@ int64_t LlamaDecoder::max_batch() const {
       if (lin->kind == DecodeLinear::Kind::kFloat32) return kGemvF32MaxM;
     }
   }
-  return kPackedMaxBatch;
+  return std::numeric_limits<int64_t>::max();  // the packed GEMV serves any M
 }
 
 void LlamaDecoder::attention(const float* qkv, float* y, const Cache& cache, int64_t batch,

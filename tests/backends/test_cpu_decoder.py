@@ -176,3 +176,39 @@ def test_lm_head_saved_in_16_bits_is_read_in_16_bits_with_the_same_logits(tmp_pa
     ref = native.linear(hidden, head)  # float32 weight, the same GEMV order
     assert torch.equal(backend.logits(hidden), ref)
     torch.testing.assert_close(ref, hidden.double().matmul(head.double().T).float())
+
+
+def test_a_larger_cache_frees_the_old_one_first_and_a_released_decoder_refuses_steps(
+    tmp_path, monkeypatch
+):
+    """The decoder keeps the cache it points at alive; the backend has it let go before it
+    allocates the next one (no old + new peak), and a step without a cache is refused."""
+    import weakref
+
+    from vilau_export.checkpoint_writer import write_checkpoint
+
+    from vilau_rt.backends.native_backend import NativeBackend
+    from vilau_rt.model.checkpoint import load_vilau
+    from vilau_rt.model.config import preset
+
+    model = load_vilau(write_checkpoint(preset("tiny-256"), tmp_path / "t"), device="cpu")
+    backend = NativeBackend(model)
+    assert backend._decoder is not None
+    backend.setup_cache(1, 16)
+    old = weakref.ref(backend._k[0])
+    alive_at_allocation = []
+    zeros = torch.zeros
+
+    def spy(*args, **kw):
+        alive_at_allocation.append(old() is not None)
+        return zeros(*args, **kw)
+
+    monkeypatch.setattr(torch, "zeros", spy)
+    backend.setup_cache(1, 32)
+    monkeypatch.undo()
+    assert alive_at_allocation and not any(alive_at_allocation)
+    backend._decoder.release_cache()
+    H = model.cfg.llm.hidden_size
+    x, cs = torch.zeros(1, 1, H), torch.zeros(1, model.cfg.llm.head_dim)
+    with pytest.raises(RuntimeError, match="no KV cache"):
+        backend._decoder.step(x, cs, cs, backend._valid, 0)

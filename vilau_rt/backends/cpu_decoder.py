@@ -47,18 +47,7 @@ class CpuDecoder:
             keep.append(t)
             return t.data_ptr()
 
-        def linear(module=None, fused=None):
-            if fused is not None and fused.weight is not None:
-                n, k = fused.weight.shape
-                bias = 0 if fused.bias is None else addr(fused.bias)
-                return ext.DecodeLinear.float32(addr(fused.weight), bias, n, k)
-            if fused is not None and fused.packed is not None:
-                m = fused.linears[0]
-                n = sum(fused.sizes)
-                return ext.DecodeLinear.w4a16_packed(
-                    addr(fused.packed), addr(fused.qzeros), addr(fused.scales), 0, n,
-                    m.in_features, m.group_size,
-                )  # fmt: skip
+        def linear(module):
             if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32:
                 bias = 0 if module.bias is None else addr(module.bias)
                 n, k = module.weight.shape
@@ -72,10 +61,17 @@ class CpuDecoder:
             raise _NotServed(f"{type(module).__name__} linears")
 
         def parts(fused, *modules):
-            """One fused linear, or the modules side by side (float weights stay unfused)."""
-            if fused is not None and (fused.weight is not None or fused.packed is not None):
-                return [linear(fused=fused)]
-            return [linear(m) for m in modules]
+            """The backend's fused packed W4A16 GEMV, or the modules side by side (on the CPU
+            only W4A16 layers are fused, see native_backend._FusedLinear)."""
+            if fused is None:
+                return [linear(m) for m in modules]
+            first = fused.linears[0]
+            return [
+                ext.DecodeLinear.w4a16_packed(
+                    addr(fused.packed), addr(fused.qzeros), addr(fused.scales), 0,
+                    sum(fused.sizes), first.in_features, first.group_size,
+                )
+            ]  # fmt: skip
 
         try:
             decoder = ext.LlamaDecoder(
@@ -89,15 +85,20 @@ class CpuDecoder:
                     parts(fused.qkv, attn.q_proj, attn.k_proj, attn.v_proj), linear(attn.o_proj),
                     parts(fused.gate_up, mlp.gate_proj, mlp.up_proj), linear(mlp.down_proj),
                 )  # fmt: skip
-        except _NotServed as e:
-            return None, str(e)
-        except ValueError as e:  # the C++ size checks (std::invalid_argument)
+        except (_NotServed, ValueError) as e:  # ValueError: the C++ checks (invalid_argument)
             return None, str(e)
         return cls(decoder, keep), ""
 
     @property
     def max_batch(self) -> int:
-        return self._decoder.max_batch
+        """Rows a step serves: the float GEMV's limit, or for packed W4A16 layers the rows
+        below which the packed GEMV beats BLAS (``kernels.W4A16_CPU_BLAS_MIN_M``)."""
+        return min(self._decoder.max_batch, kernels.W4A16_CPU_BLAS_MIN_M - 1)
+
+    def release_cache(self) -> None:
+        """Let go of the KV cache (the backend frees it before allocating the next one); steps
+        are refused until ``set_cache``."""
+        self._cache = ()
 
     def set_cache(self, k_caches: list[torch.Tensor], v_caches: list[torch.Tensor]) -> None:
         """Point every layer at its cache, float32 [B, kv_heads, L, head_dim] (kept alive)."""
@@ -110,6 +111,8 @@ class CpuDecoder:
     def step(self, x, cos, sin, valid, slot: int) -> torch.Tensor:
         """x [B, 1, H] at cache slot ``slot``; cos, sin [B, head_dim]; valid bool [B, L] ->
         the final-normed hidden [B, 1, H]."""
+        if not self._cache:
+            raise RuntimeError("CpuDecoder.step: no KV cache (set_cache first)")
         x = x.contiguous()
         cos, sin = cos.contiguous(), sin.contiguous()
         out = torch.empty_like(x)

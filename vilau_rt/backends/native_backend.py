@@ -116,11 +116,11 @@ class NativeBackend(Backend):
         if quantize_llm:
             quantize_llm_linears(model.llm, group_size)
         backend = cls(model, **kw)
-        int4 = [m for m in model.llm.modules() if isinstance(m, W4A16Linear)]
         if quantize_llm:
             backend.stats["llm_weights"] = f"W4A16 RTN g{group_size}"
         else:  # as loaded: float, or an AWQ checkpoint's W4A16 layers
-            backend.stats["llm_weights"] = f"W4A16 g{int4[0].group_size}" if int4 else "float"
+            int4 = next((m for m in model.llm.modules() if isinstance(m, W4A16Linear)), None)
+            backend.stats["llm_weights"] = f"W4A16 g{int4.group_size}" if int4 else "float"
         return backend
 
     @property
@@ -170,6 +170,8 @@ class NativeBackend(Backend):
         shape = (batch, llm_cfg.num_key_value_heads, length, llm_cfg.head_dim)
         n = llm_cfg.num_hidden_layers
         self._k = self._v = []  # free the old cache first
+        if self._decoder is not None:
+            self._decoder.release_cache()
         self._llm_graphs.clear()
         self._k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(n)]
         self._v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(n)]
@@ -388,10 +390,12 @@ class _FusedLinear:
 
     Float ``nn.Linear`` on CUDA: one [sum N, K] weight; the model's linears keep working, their
     weights become row views of it (no memory duplicated; a torch backend over the same model
-    sees the same values). Not on the CPU (see ``of``). ``W4A16Linear`` (CPU, group % 32 == 0): one packed weight for the CPU GEMV built
-    from the concatenated codes (the layers' own packed caches are then never built); rows the
-    packed GEMV does not serve (prefill) go through the layers one by one. The packed codes are
-    read when the backend is built: a backend serves the INT4 weights it was created with."""
+    sees the same values). Not on the CPU (see ``of``).
+
+    ``W4A16Linear`` (CPU, group % 32 == 0): one packed weight for the CPU GEMV built from the
+    concatenated codes (the layers' own packed caches are then never built); rows the packed
+    GEMV does not serve (prefill) go through the layers one by one. The packed codes are read
+    when the backend is built: a backend serves the INT4 weights it was created with."""
 
     def __init__(self, linears, weight=None, bias=None, packed=None, qzeros=None, scales=None):
         self.linears = linears
