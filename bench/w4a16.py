@@ -15,7 +15,10 @@ call = total / calls; on the CPU the median of ``--calls`` individually timed ca
 On the CPU the GEMV rows also time each instruction-set path of the kernel (``scalar`` is the
 reference implementation every SIMD path is tested against), with the thread count printed;
 rows below ``W4A16_CPU_BLAS_MIN_M`` also time each path of the packed-layout GEMV
-(``packed_<isa>_ms``, on codes repacked once per layer copy, outside the timing).
+(``packed_<isa>_ms``, on codes repacked once per layer copy, outside the timing), and each path
+of the opt-in W4A8 GEMV (``w4a8_<isa>_ms``: int8-quantized activations, csrc/w4a8/w4a8.h; the
+activation quantization is inside the timing), whose bytes floor (codes + fp16 scales + 8-bit
+zeros) is within 0.2% of W4A16's; ``floor/w4a8`` is the floor over its fastest path.
 
 Columns: ``ours_ms`` is what ``W4A16Linear`` runs (on the CPU below the BLAS rows with
 group_size % 32 == 0: ``vilau::w4a16_linear_packed``; otherwise ``vilau::w4a16_linear``), and
@@ -36,7 +39,7 @@ import time
 import torch
 
 from vilau_rt import _C
-from vilau_rt.ops import kernels
+from vilau_rt.ops import kernels, w4a8
 
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096)]  # (K, N): q/k/v/o, gate/up, down
 SMOKE_SHAPES = [(256, 128), (512, 256)]
@@ -83,6 +86,14 @@ def random_layer(k: int, n: int, group: int, device: torch.device, seed: int) ->
         "qzeros": qzeros.to(device),
         "scales": scales.to(device),
     }
+
+
+def clone(v):
+    """A copy of a layer buffer: a tensor, or W4A8Weights (its tensors copied)."""
+    if isinstance(v, w4a8.W4A8Weights):
+        return w4a8.W4A8Weights(v.codes.clone(), v.zeros.clone(), v.scales.clone(), None, v.k,
+                                v.n, v.group_size)  # fmt: skip
+    return v.clone()
 
 
 def gemv_isa(isa: str, x: torch.Tensor, layer: dict, group: int, threads: int) -> torch.Tensor:
@@ -153,6 +164,11 @@ def measure(x, layers, w_float, group, isas, threads, calls, baselines) -> dict:
         for isa in _C.w4a16_packed_cpu_isas():
             t = timed(lambda i, isa=isa: packed_isa(isa, x, layers[i % copies], group), dev, calls)
             row[f"packed_{isa}_ms"] = 1e3 * t
+        if x.dtype == torch.float32 and "w4a8" in layers[0]:
+            for isa in _C.w4a8_cpu_isas():
+                t = timed(lambda i, isa=isa: w4a8.linear(x, layers[i % copies]["w4a8"], isa),
+                          dev, calls)  # fmt: skip
+                row[f"w4a8_{isa}_ms"] = 1e3 * t
     return row
 
 
@@ -190,7 +206,11 @@ def main() -> None:
         first = random_layer(k, n, group, dev, seed=k * 7 + n)
         if dev.type == "cpu" and group % 32 == 0:  # what W4A16Linear builds on its first call
             first["packed"] = kernels.w4a16_repack(first["qweight"])
-        layers = [first] + [{key: t.clone() for key, t in first.items()} for _ in range(copies - 1)]
+            if n % 16 == 0:
+                first["w4a8"] = w4a8.W4A8Weights.from_awq(
+                    first["qweight"], first["qzeros"], first["scales"], None, group
+                )
+        layers = [first] + [{key: clone(t) for key, t in first.items()} for _ in range(copies - 1)]
         w_float = kernels.w4a16_dequantize(
             first["qweight"], first["qzeros"], first["scales"], group, out_dtype=act
         )
@@ -202,6 +222,9 @@ def main() -> None:
                              not args.no_baselines)}  # fmt: skip
             row["floor_over_ours"] = floor / (row["ours_ms"] / 1e3)
             row["floor_over_awq_op"] = floor / (row["awq_op_ms"] / 1e3)
+            best_w4a8 = min((v for c, v in row.items() if c.startswith("w4a8_")), default=None)
+            if best_w4a8:
+                row["floor_over_w4a8"] = floor / (best_w4a8 / 1e3)
             rows.append(row)
             print(json.dumps({key: round(v, 4) if isinstance(v, float) else v
                               for key, v in row.items()}))  # fmt: skip
@@ -209,15 +232,19 @@ def main() -> None:
                 with open(args.json, "w") as f:
                     json.dump({**head, "rows": rows}, f, indent=2)
     packed_isas = _C.w4a16_packed_cpu_isas() if dev.type == "cpu" else []
+    w4a8_isas = _C.w4a8_cpu_isas() if dev.type == "cpu" else []
     cols = ["ours_ms", "awq_op_ms", "torch_matmul_ms", "dequant_matmul_ms",
-            *(f"gemv_{i}_ms" for i in isas), *(f"packed_{i}_ms" for i in packed_isas)]  # fmt: skip
+            *(f"gemv_{i}_ms" for i in isas), *(f"packed_{i}_ms" for i in packed_isas),
+            *(f"w4a8_{i}_ms" for i in w4a8_isas)]  # fmt: skip
     cols = [c for c in cols if any(c in r for r in rows)]
-    print("| K x N | M | bytes floor ms | " + " | ".join(cols) + " | floor/ours | floor/awq_op |")
-    print("|" + "---|" * (len(cols) + 5))
+    print("| K x N | M | bytes floor ms | " + " | ".join(cols) +
+          " | floor/ours | floor/awq_op | floor/w4a8 |")  # fmt: skip
+    print("|" + "---|" * (len(cols) + 6))
     for r in rows:
         vals = " | ".join(f"{r[c]:.3f}" if c in r else "-" for c in cols)
+        w4a8_ratio = f"{r['floor_over_w4a8']:.2f}" if "floor_over_w4a8" in r else "-"
         print(f"| {r['K']}x{r['N']} | {r['M']} | {r['bytes_floor_ms']:.3f} | {vals} | "
-              f"{r['floor_over_ours']:.2f} | {r['floor_over_awq_op']:.2f} |")  # fmt: skip
+              f"{r['floor_over_ours']:.2f} | {r['floor_over_awq_op']:.2f} | {w4a8_ratio} |")  # fmt: skip
 
 
 if __name__ == "__main__":

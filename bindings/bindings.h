@@ -41,6 +41,7 @@ void bind_decode(pybind11::module_& m);
 void bind_gemv(pybind11::module_& m);
 void bind_rvq(pybind11::module_& m);
 void bind_w4a16(pybind11::module_& m);
+void bind_w4a8(pybind11::module_& m);
 void bind_sampling(pybind11::module_& m);
 
 }  // namespace vilau

@@ -48,7 +48,7 @@ int cuda_device_count() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() =
-      "Native kernels of vilau_rt (RVQ, W4A16, float GEMV, sampling), torch-free. Functions take buffer "
+      "Native kernels of vilau_rt (RVQ, W4A16, W4A8, float GEMV, sampling), torch-free. Functions take buffer "
       "addresses (tensor.data_ptr()), sizes and a dtype code (0 float32, 1 float16, 2 "
       "bfloat16); CPU entry points take a thread count, CUDA ones a cudaStream_t as an int. Use "
       "the torch ops in vilau_rt.ops / vilau_rt.native_ops rather than calling these directly.";
@@ -76,5 +76,6 @@ PYBIND11_MODULE(_C, m) {
   vilau::bind_gemv(m);
   vilau::bind_rvq(m);
   vilau::bind_w4a16(m);
+  vilau::bind_w4a8(m);
   vilau::bind_sampling(m);
 }

@@ -1,0 +1,27 @@
+// Tile kernels of the CPU W4A8 GEMV (internal to csrc/w4a8; arithmetic and layout in w4a8.h, the
+// scalar reference in w4a8_cpu.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace vilau {
+namespace w4a8 {
+
+//! Signature shared by the ISA paths: for 16-column tiles [t0, t1) and rows [0, m), writes acc
+//! of w4a8.h (bias not added) of (row r, column c) to out[r * n + c].
+using TilesFn = void (*)(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                         int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
+                         const uint16_t* scales, int64_t t0, int64_t t1, float* out);
+
+#if defined(__x86_64__) || defined(_M_X64)
+bool cpu_has_avx512_vnni();
+void tiles_avx512vnni(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                      int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
+                      const uint16_t* scales, int64_t t0, int64_t t1, float* out);
+void tiles_avx2(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
+                const uint16_t* scales, int64_t t0, int64_t t1, float* out);
+#endif
+
+}  // namespace w4a8
+}  // namespace vilau
