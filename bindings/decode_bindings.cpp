@@ -47,6 +47,26 @@ void bind_decode(py::module_& m) {
           "[K/G, N], bias float16 [N] or 0.",
           py::arg("packed"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"), py::arg("n"),
           py::arg("k"), py::arg("group_size"))
+      .def_static(
+          "w4a8",
+          [](std::uintptr_t codes, std::uintptr_t zeros, std::uintptr_t scales,
+             std::uintptr_t bias, int64_t n, int64_t k, int64_t group_size) {
+            DecodeLinear lin;
+            lin.kind = DecodeLinear::Kind::kW4A8;
+            lin.n = n;
+            lin.k = k;
+            lin.packed = address<const uint8_t>(codes, "codes");
+            lin.zeros8 = address<const uint8_t>(zeros, "zeros");
+            lin.scales = address<const void>(scales, "scales");
+            lin.bias16 = address<const void>(bias, "bias", true);
+            lin.group_size = group_size;
+            return lin;
+          },
+          "The W4A8 layout (w4a8_repack_cpu, csrc/w4a8/w4a8.h): codes, zeros uint8 [N/16, K/G, "
+          "16], scales float16 [N/16, K/G, 16], bias float16 [N] or 0. int8 activations: an "
+          "approximation of the W4A16 layer.",
+          py::arg("codes"), py::arg("zeros"), py::arg("scales"), py::arg("bias"), py::arg("n"),
+          py::arg("k"), py::arg("group_size"))
       .def_property_readonly("n", [](const DecodeLinear& l) { return l.n; })
       .def_property_readonly("k", [](const DecodeLinear& l) { return l.k; });
 

@@ -5,7 +5,8 @@
 // attention, SiLU, residual adds) that cost as much again. Here a layer is: RMSNorm -> fused
 // q/k/v GEMV -> RoPE -> KV-cache write -> attention over the filled slots -> o GEMV + residual ->
 // RMSNorm -> fused gate/up GEMV -> SiLU(gate) * up -> down GEMV + residual; the step ends with the
-// final RMSNorm. The GEMVs are csrc/gemv (float32) and the packed W4A16 GEMV (csrc/w4a16).
+// final RMSNorm. The GEMVs are csrc/gemv (float32), the packed W4A16 GEMV (csrc/w4a16) and, for
+// a model run with int8 activations (opt-in), the W4A8 GEMV (csrc/w4a8).
 //
 // Arithmetic (float32 throughout; the model's ops in vilau_rt/model/llama.py, in the same order
 // of operations, except where noted):
@@ -32,17 +33,19 @@ struct DecodeLinear {
   enum class Kind : int {
     kFloat32 = 0,      //!< weight float32 [N, K] (torch.nn.Linear), bias float32 [N] or null
     kW4A16Packed = 1,  //!< the packed W4A16 layout (w4a16.h), scales/bias float16
+    kW4A8 = 2,         //!< the W4A8 layout (w4a8.h): int8 activations, approximate, opt-in
   };
   Kind kind = Kind::kFloat32;
   int64_t n = 0;
   int64_t k = 0;
   const float* weight = nullptr;    //!< kFloat32
   const float* bias = nullptr;      //!< kFloat32, optional
-  const uint8_t* packed = nullptr;  //!< kW4A16Packed: K * N / 2 bytes
+  const uint8_t* packed = nullptr;  //!< kW4A16Packed: K * N / 2 bytes; kW4A8: the codes
   const int32_t* qzeros = nullptr;  //!< kW4A16Packed: int32 [K/G, N/8]
-  const void* scales = nullptr;     //!< kW4A16Packed: float16 [K/G, N]
-  const void* bias16 = nullptr;     //!< kW4A16Packed: float16 [N], optional
-  int64_t group_size = 0;           //!< kW4A16Packed
+  const uint8_t* zeros8 = nullptr;  //!< kW4A8: uint8 [N/16, K/G, 16]
+  const void* scales = nullptr;     //!< kW4A16Packed: float16 [K/G, N]; kW4A8: [N/16, K/G, 16]
+  const void* bias16 = nullptr;     //!< kW4A16Packed, kW4A8: float16 [N], optional
+  int64_t group_size = 0;           //!< kW4A16Packed, kW4A8
 };
 
 //! Sizes of the decoder (LlamaConfig's names).
@@ -115,6 +118,7 @@ class LlamaDecoder {
   // scratch, grown on demand: residual, normed input, q/k/v, attention out, gate/up, mlp in,
   // one part of a split linear
   std::vector<float> x_, a_, qkv_, att_, gu_, m_, part_;
+  std::vector<int8_t> quantized_;  // the W4A8 GEMV's int8 activations
 };
 
 }  // namespace vilau

@@ -5,6 +5,7 @@
 #include "common/threads.h"
 #include "gemv/gemv_f32.h"
 #include "w4a16/w4a16.h"
+#include "w4a8/w4a8.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -39,13 +40,26 @@ void check_linear(const DecodeLinear& lin, const std::string& name, int64_t n, i
       }
       if (n % 8) bad(name + ": N = " + std::to_string(n) + " must be a multiple of 8");
       return;
+    case DecodeLinear::Kind::kW4A8:
+      if (!lin.packed || !lin.zeros8 || !lin.scales) bad(name + ": null W4A8 buffer");
+      try {
+        w4a8_check_sizes(1, k, n, lin.group_size);
+      } catch (const std::invalid_argument& e) {
+        bad(name + ": " + e.what());
+      }
+      return;
   }
   bad(name + ": unknown linear kind " + std::to_string(static_cast<int>(lin.kind)));
 }
 
-void run_linear(const DecodeLinear& lin, const float* x, float* y, int64_t m, int threads) {
+void run_linear(const DecodeLinear& lin, const float* x, float* y, int64_t m, int threads,
+                std::vector<int8_t>& quantized) {
   if (lin.kind == DecodeLinear::Kind::kFloat32) {
     gemv_f32_cpu(x, lin.weight, lin.bias, y, m, lin.k, lin.n, threads);
+  } else if (lin.kind == DecodeLinear::Kind::kW4A8) {
+    w4a8_linear_cpu(x, lin.packed, lin.zeros8, static_cast<const uint16_t*>(lin.scales),
+                    static_cast<const uint16_t*>(lin.bias16), y, m, lin.k, lin.n, lin.group_size,
+                    threads, quantized);
   } else {
     w4a16_linear_packed_cpu(x, lin.packed, lin.qzeros, lin.scales, lin.bias16, y, m, lin.k,
                             lin.n, lin.group_size, DType::kFloat32, threads);
@@ -55,9 +69,9 @@ void run_linear(const DecodeLinear& lin, const float* x, float* y, int64_t m, in
 //! y[M, sum of N] = the parts' outputs side by side (a part of several writes its rows through
 //! @p scratch when M > 1).
 void run_parts(const std::vector<DecodeLinear>& parts, const float* x, float* y, int64_t m,
-               int threads, std::vector<float>& scratch) {
+               int threads, std::vector<float>& scratch, std::vector<int8_t>& quantized) {
   if (parts.size() == 1) {
-    run_linear(parts[0], x, y, m, threads);
+    run_linear(parts[0], x, y, m, threads, quantized);
     return;
   }
   int64_t total = 0;
@@ -65,10 +79,10 @@ void run_parts(const std::vector<DecodeLinear>& parts, const float* x, float* y,
   int64_t offset = 0;
   for (const DecodeLinear& p : parts) {
     if (m == 1) {
-      run_linear(p, x, y + offset, 1, threads);
+      run_linear(p, x, y + offset, 1, threads, quantized);
     } else {
       scratch.resize(m * p.n);
-      run_linear(p, x, scratch.data(), m, threads);
+      run_linear(p, x, scratch.data(), m, threads, quantized);
       for (int64_t r = 0; r < m; ++r) {
         std::copy(scratch.data() + r * p.n, scratch.data() + (r + 1) * p.n,
                   y + r * total + offset);
@@ -272,7 +286,7 @@ void LlamaDecoder::step(const float* x, float* out, int64_t batch, const float* 
     const LlamaDecodeLayer& layer = layers_[li];
     const Cache& cache = caches_[li];
     rms_norm(x_.data(), layer.input_norm, a_.data(), batch, h, shape_.eps);
-    run_parts(layer.qkv, a_.data(), qkv_.data(), batch, num_threads, part_);
+    run_parts(layer.qkv, a_.data(), qkv_.data(), batch, num_threads, part_, quantized_);
     for (int64_t b = 0; b < batch; ++b) {
       float* q = qkv_.data() + b * row;
       float* k = q + nh * hd;
@@ -288,10 +302,10 @@ void LlamaDecoder::step(const float* x, float* out, int64_t batch, const float* 
       }
     }
     attention(qkv_.data(), att_.data(), cache, batch, valid, valid_stride, slot, num_threads);
-    run_linear(layer.o, att_.data(), y.data(), batch, num_threads);
+    run_linear(layer.o, att_.data(), y.data(), batch, num_threads, quantized_);
     for (int64_t i = 0; i < batch * h; ++i) x_[i] = x_[i] + y[i];
     rms_norm(x_.data(), layer.post_norm, a_.data(), batch, h, shape_.eps);
-    run_parts(layer.gate_up, a_.data(), gu_.data(), batch, num_threads, part_);
+    run_parts(layer.gate_up, a_.data(), gu_.data(), batch, num_threads, part_, quantized_);
     for (int64_t b = 0; b < batch; ++b) {
       const float* gate = gu_.data() + b * 2 * inter;
       const float* up = gate + inter;
@@ -300,7 +314,7 @@ void LlamaDecoder::step(const float* x, float* out, int64_t batch, const float* 
         m_[b * inter + i] = (g / (1.0f + std::exp(-g))) * up[i];
       }
     }
-    run_linear(layer.down, m_.data(), y.data(), batch, num_threads);
+    run_linear(layer.down, m_.data(), y.data(), batch, num_threads, quantized_);
     for (int64_t i = 0; i < batch * h; ++i) x_[i] = x_[i] + y[i];
   }
   rms_norm(x_.data(), final_norm_, out, batch, h, shape_.eps);

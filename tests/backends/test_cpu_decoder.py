@@ -1,7 +1,9 @@
 """The C++ CPU decode step (csrc/decode, ``CpuDecoder``) against transformers' LlamaForCausalLM:
 every token of a sequence fed through the decoder one step at a time must give the logits of
 transformers' full forward, for MHA and GQA, batches of several rows, left padding, and AWQ INT4
-weights (reference: transformers with the dequantized weights)."""
+weights (reference: transformers with the dequantized weights), and the opt-in W4A8 layers
+(reference: transformers whose linears quantize their input to int8 as csrc/w4a8/w4a8.h says,
+emulated here in float64)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import torch
 from vilau_rt.backends.cpu_decoder import CpuDecoder
 from vilau_rt.backends.native_backend import _FusedLayer, quantize_llm_linears
 from vilau_rt.model.awq import W4A16Linear
-from vilau_rt.model.awq_format import dequantize_gemm
+from vilau_rt.model.awq_format import dequantize_gemm, unpack_gemm
 from vilau_rt.model.llama import LlamaConfig, LlamaForCausalLM, RotaryEmbedding
-from vilau_rt.ops import kernels
+from vilau_rt.ops import kernels, w4a8
 
 transformers = pytest.importorskip("transformers")
 
@@ -39,10 +41,10 @@ def _pair(n_kv=4, seed=0):
 class _Run:
     """A decoder over ``llm`` with its own cache, fed one token per row per step."""
 
-    def __init__(self, llm, batch, length):
+    def __init__(self, llm, batch, length, w4a8_layers=None):
         self.llm = llm
         self.fused = [_FusedLayer.of(layer) for layer in llm.model.layers]
-        self.decoder, why = CpuDecoder.of(llm, self.fused)
+        self.decoder, why = CpuDecoder.of(llm, self.fused, w4a8_layers)
         assert self.decoder is not None, why
         c = llm.config
         shape = (batch, c.num_key_value_heads, length, c.head_dim)
@@ -107,6 +109,51 @@ def test_w4a16_decode_steps_match_transformers_on_the_dequantized_weights():
     assert run.decoder.max_batch == 64  # every layer linear is packed W4A16
     got = run.logits(ids, torch.arange(16).expand(2, 16))
     torch.testing.assert_close(got, hf(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def _w4a8_emulation(module: W4A16Linear):
+    """The W4A8 linear in float64, from the header's definition: each block of 32 inputs rounded
+    to int8 against its own max |x|, times the unrounded (code - zero) * scale."""
+    codes, zeros = unpack_gemm(module.qweight, module.qzeros)
+    g = module.group_size
+    w = (
+        codes.double() - zeros.double().repeat_interleave(g, 0)
+    ) * module.scales.double().repeat_interleave(g, 0)  # [K, N]
+
+    def hook(_, inputs, _out):
+        x = inputs[0].float()
+        xb = x.reshape(*x.shape[:-1], -1, 32)
+        amax = xb.abs().amax(-1, keepdim=True)
+        inv = torch.where(amax > 0, 127 / amax, torch.zeros_like(amax))
+        xq = torch.round(xb * inv).clamp(-127, 127)
+        x_deq = (xq.double() * (amax / 127).double()).reshape(x.shape)
+        return (x_deq @ w).float()
+
+    return hook
+
+
+@torch.no_grad()
+def test_w4a8_decode_steps_match_an_int8_activation_emulation_of_transformers():
+    cfg, hf, ours = _pair(n_kv=2)
+    quantize_llm_linears(ours, group_size=32)
+    layers = {}
+    for name, module in ours.named_modules():
+        if isinstance(module, W4A16Linear):
+            layers[module] = w4a8.W4A8Weights.from_awq(
+                module.qweight, module.qzeros, module.scales, module.bias, module.group_size
+            )
+            hf.get_submodule(name).register_forward_hook(_w4a8_emulation(module))
+    ids = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(5))
+    run = _Run(ours, 2, 16, layers)
+    got = run.logits(ids, torch.arange(16).expand(2, 16))
+    ref = hf(ids).logits
+    # float32 noise (measured 5e-7 here); an activation that the two float32 computations round
+    # to different int8 values would move an output by ~d * |w| and fail this seed loudly
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # ... and the emulation is a different model from W4A16 (measured 0.014 apart): the test
+    # would see the decoder running the exact layers instead
+    exact = _Run(ours, 2, 16).logits(ids, torch.arange(16).expand(2, 16))
+    assert (exact - got).abs().max() > 10 * 1e-4
 
 
 def test_a_bfloat16_model_is_refused_with_the_reason():

@@ -5,8 +5,8 @@ attention over the filled slots, the o GEMV, the fused gate/up GEMV, SiLU and th
 every layer, then the final norm, without returning to Python: the op-by-op step spends ~45
 framework ops per layer around its GEMVs (bench/RESULTS.md). This module builds one from a
 model's float32 ``nn.Linear`` or CPU ``W4A16Linear`` layers (float q/k/v and gate/up as the
-checkpoint maps them, W4A16 ones through the backend's fused packed GEMV) and points it at the
-backend's KV cache.
+checkpoint maps them, W4A16 ones through the backend's fused packed GEMV, or, when the backend
+runs with int8 activations, through their W4A8 copies) and points it at the backend's KV cache.
 
 The decoder holds addresses: ``CpuDecoder`` keeps every tensor it handed over alive, and, like
 the backend's fused linears, serves the weights it was built with.
@@ -30,9 +30,10 @@ class CpuDecoder:
 
     @classmethod
     @torch.no_grad()
-    def of(cls, llm, fused_layers) -> tuple[CpuDecoder | None, str]:
+    def of(cls, llm, fused_layers, w4a8_layers=None) -> tuple[CpuDecoder | None, str]:
         """(decoder, "") for a CPU float32 LLM of float32 ``nn.Linear`` or ``W4A16Linear``
-        layers (q/k/v and gate/up fused where ``fused_layers`` has them), else (None, why not)."""
+        layers (q/k/v and gate/up fused where ``fused_layers`` has them; a layer with an entry
+        in ``w4a8_layers``, {module: ``W4A8Weights``}, runs that), else (None, why not)."""
         cfg = llm.config
         norm = llm.model.norm.weight
         if norm.device.type != "cpu" or norm.dtype != torch.float32:
@@ -48,6 +49,12 @@ class CpuDecoder:
             return t.data_ptr()
 
         def linear(module):
+            w = (w4a8_layers or {}).get(module)
+            if w is not None:
+                bias = 0 if w.bias is None else addr(w.bias)
+                return ext.DecodeLinear.w4a8(
+                    addr(w.codes), addr(w.zeros), addr(w.scales), bias, w.n, w.k, w.group_size
+                )
             if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32:
                 bias = 0 if module.bias is None else addr(module.bias)
                 n, k = module.weight.shape
@@ -63,7 +70,7 @@ class CpuDecoder:
         def parts(fused, *modules):
             """The backend's fused packed W4A16 GEMV, or the modules side by side (on the CPU
             only W4A16 layers are fused, see native_backend._FusedLinear)."""
-            if fused is None:
+            if fused is None or any(m in (w4a8_layers or {}) for m in modules):
                 return [linear(m) for m in modules]
             first = fused.linears[0]
             return [

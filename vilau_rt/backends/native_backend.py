@@ -35,7 +35,7 @@ from ..errors import BackendError
 from ..model.awq import AWQConfig, W4A16Linear, quantized_linear_names
 from ..model.llama import RotaryEmbedding, rotate_half
 from ..model.vilau import VilaU
-from ..ops import kernels, native
+from ..ops import kernels, native, w4a8
 from ..ops.depth_decode import CodeSampler
 from ..sampling import check_sampling, sample_codes
 from .base import Backend
@@ -78,17 +78,26 @@ def _device_sampling(sample) -> CodeSampling | None:
 class NativeBackend(Backend):
     name = "native"
 
-    def __init__(self, model: VilaU, *, use_graphs: bool | None = None):
+    def __init__(self, model: VilaU, *, use_graphs: bool | None = None, int8_decode: bool = False):
+        """``int8_decode`` (opt-in, CPU, INT4 LLMs): run the LLM's W4A16 layers on int8
+        activations wherever fewer than ``kernels.W4A16_CPU_BLAS_MIN_M`` rows go through them
+        (decode steps, short prompts), as llama.cpp's Q4_0 does: faster, and an approximation
+        of the W4A16 model (csrc/w4a8/w4a8.h). Longer prompts still prefill exactly."""
         self.model = model
         self.cfg = model.cfg
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else use_graphs
         if self.use_graphs and self.device.type != "cuda":
             raise BackendError(f"CUDA graphs need a CUDA model, this one is on {self.device}")
         self.stats: dict = {"depth_path": None, "llm_graphs": 0, "depth_graphs": 0}
-        self._fused = [_FusedLayer.of(layer) for layer in model.llm.model.layers]
+        self.int8_decode = int8_decode
+        self._w4a8 = _w4a8_layers(model.llm, self.device) if int8_decode else {}
+        if int8_decode:  # each layer reads its W4A8 copy; no fused W4A16 copies besides
+            self._fused = [_FusedLayer(None, None) for _ in model.llm.model.layers]
+        else:
+            self._fused = [_FusedLayer.of(layer) for layer in model.llm.model.layers]
         self._decoder, why = None, "CUDA graphs" if self.use_graphs else ""
         if not self.use_graphs:
-            self._decoder, why = CpuDecoder.of(model.llm, self._fused)
+            self._decoder, why = CpuDecoder.of(model.llm, self._fused, self._w4a8)
         self.stats["decode_step"] = "C++ LlamaDecoder" if self._decoder else f"torch ops ({why})"
         self._lm_head16 = _lm_head_16bit(model.llm.lm_head)
         if self._lm_head16 is not None:
@@ -107,7 +116,7 @@ class NativeBackend(Backend):
     @classmethod
     def from_model(
         cls, model: VilaU, *, quantize_llm: bool = False, group_size: int = 128, **kw
-    ) -> NativeBackend:
+    ) -> NativeBackend:  # kw: __init__'s (use_graphs, int8_decode)
         """A backend over ``model`` (its modules are used in place). ``quantize_llm`` swaps the
         LLM's q/k/v/o/gate/up/down linears for ``W4A16Linear`` quantized by round-to-nearest
         (``vilau_rt.model.awq_format.quantize_tensor``, no activation-aware search: for a
@@ -121,6 +130,9 @@ class NativeBackend(Backend):
         else:  # as loaded: float, or an AWQ checkpoint's W4A16 layers
             int4 = next((m for m in model.llm.modules() if isinstance(m, W4A16Linear)), None)
             backend.stats["llm_weights"] = f"W4A16 g{int4.group_size}" if int4 else "float"
+        if backend.int8_decode:
+            backend.stats["llm_weights"] += ", int8 activations below "
+            backend.stats["llm_weights"] += f"{kernels.W4A16_CPU_BLAS_MIN_M} rows (W4A8)"
         return backend
 
     @property
@@ -206,7 +218,7 @@ class NativeBackend(Backend):
             if fused.qkv is not None:
                 q, k, v = fused.qkv(a)
             else:
-                q, k, v = (_linear(m, a) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+                q, k, v = (self._linear(m, a) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
             q = q.view(B, T, nh, hd).transpose(1, 2)
             k = k.view(B, T, nkv, hd).transpose(1, 2)
             v = v.view(B, T, nkv, hd).transpose(1, 2)
@@ -223,15 +235,24 @@ class NativeBackend(Backend):
                 att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
             att = F.softmax(att, dim=-1, dtype=torch.float32).to(q.dtype)
             y = torch.matmul(att, values).transpose(1, 2).reshape(B, T, -1)
-            x = x + _linear(attn.o_proj, y)
+            x = x + self._linear(attn.o_proj, y)
             h = layer.post_attention_layernorm(x)
             mlp = layer.mlp
             if fused.gate_up is not None:
                 gate, up = fused.gate_up(h)
             else:
-                gate, up = _linear(mlp.gate_proj, h), _linear(mlp.up_proj, h)
-            x = x + _linear(mlp.down_proj, F.silu(gate) * up)
+                gate, up = self._linear(mlp.gate_proj, h), self._linear(mlp.up_proj, h)
+            x = x + self._linear(mlp.down_proj, F.silu(gate) * up)
         return llm.model.norm(x)
+
+    def _linear(self, module, x):
+        """One LLM linear of the op-by-op step: its W4A8 copy (int8_decode) where that serves x,
+        else ``_linear``."""
+        w = self._w4a8.get(module)
+        rows = x.numel() // x.shape[-1]
+        if w is not None and 1 <= rows < kernels.W4A16_CPU_BLAS_MIN_M:
+            return w4a8.linear(x.reshape(rows, -1), w).view(*x.shape[:-1], w.n)
+        return _linear(module, x)
 
     @torch.no_grad()
     def forward(self, embeds, rope_pos, cache_pos, key_valid=None):
@@ -354,6 +375,33 @@ class NativeBackend(Backend):
 
 
 @torch.no_grad()
+def _w4a8_layers(llm, device) -> dict:
+    """{W4A16Linear: its W4A8Weights} for every INT4 linear of a CPU float32 LLM; BackendError
+    naming what stands in the way otherwise."""
+    need = "int8_decode runs an INT4 (AWQ) LLM on the CPU"
+    if device.type != "cpu" or llm.model.norm.weight.dtype != torch.float32:
+        raise BackendError(
+            f"{need} in float32; this one is {llm.model.norm.weight.dtype} on {device}"
+        )
+    out = {}
+    for name, m in llm.named_modules():
+        if not isinstance(m, W4A16Linear):
+            continue
+        if m.out_features % 16 or m.group_size % 32 or m.in_features % 32:
+            raise BackendError(
+                f"int8_decode: {name} is [{m.out_features}, {m.in_features}] with group size "
+                f"{m.group_size}; the W4A8 GEMV needs out_features % 16, in_features % 32 and "
+                "group_size % 32 to be 0 (run without int8_decode)"
+            )
+        out[m] = w4a8.W4A8Weights.from_awq(m.qweight, m.qzeros, m.scales, m.bias, m.group_size)
+    if not out:
+        raise BackendError(
+            f"{need}; this LLM has no INT4 layers (quantize it: vilau-rt quantize, or "
+            "NativeBackend.from_model(model, quantize_llm=True))"
+        )
+    return out
+
+
 def _lm_head_16bit(head) -> torch.Tensor | None:
     """A float16 / bfloat16 copy of a CPU float32 lm_head whose values that dtype holds exactly
     (a checkpoint saved in 16 bits, e.g. AWQ's fp16 lm_head, loaded as float32), or None. Decode
