@@ -1,12 +1,16 @@
-"""Float decode GEMV on the CPU (csrc/gemv): float32 weights against float16 / bfloat16 weights at
-LLaMA-2-7B layer shapes and its lm_head, x float32, against the bytes floor.
+"""Float decode GEMV on the CPU (csrc/gemv): float32 weights against float16 / bfloat16 weights and
+int8 ones with a float32 scale per row (the w8 GEMV) at LLaMA-2-7B layer shapes and its lm_head,
+x float32, against the bytes floor.
 
-Floor: a GEMV must read its weights once, K*N*4 B (float32) or K*N*2 B (16-bit), plus x and y
-(M*K*4 + M*N*4 B); over the copy bandwidth measured in the same run (``bench/w4a16.py``'s
-``bandwidth()``: a 1 GiB tensor copy, read + write bytes / time, median of 5) that is the
-shortest possible time. ``GBs`` is those bytes over the measured time and ``floor/ours`` the
-floor's share of it. The 16-bit GEMV (``_C.gemv_w16_cpu``) returns the bits of the float32 one
-on the upcast weights, so a lower time is a free win where the checkpoint's weights are 16-bit.
+Floor: a GEMV must read its weights once, K*N*4 B (float32), K*N*2 B (16-bit) or K*N + N*4 B
+(int8 codes and their scales), plus x and y (M*K*4 + M*N*4 B); over the copy bandwidth measured
+in the same run (``bench/w4a16.py``'s ``bandwidth()``: a 1 GiB tensor copy, read + write bytes /
+time, median of 5) that is the shortest possible time. ``GBs`` is those bytes over the measured
+time and ``floor/ours`` the floor's share of it. The 16-bit GEMV (``_C.gemv_w16_cpu``) returns
+the bits of the float32 one on the upcast weights, so a lower time is a free win where the
+checkpoint's weights are 16-bit. The int8 GEMV (``_C.gemv_w8_cpu``, rows ``int8``) reads the
+weight quantized per output row by ``native.quantize_rows_int8``: a quarter of the float32
+bytes, paid for with that quantization's error (tests/ops/test_gemv_w8.py bounds it).
 
 Caches: every timed call reads a different copy of the weight, rotating over enough copies to
 exceed ``--cold-bytes`` (default 256 MiB, eight times this CPU's 32 MiB L3), as a decode step
@@ -14,7 +18,7 @@ streams every layer from memory. Timing: median of ``--calls`` individually time
 warm-up (``bench/w4a16.py``'s ``timed()``). ``torch_ms`` (float32 rows): ``F.linear`` (torch's
 BLAS) on the same rotating copies.
 
-Usage: ``python bench/gemv_float.py [--threads N] [--rows 1] [--weights float32 float16]
+Usage: ``python bench/gemv_float.py [--threads N] [--rows 1] [--weights float32 float16 int8]
 [--isa auto] [--json FILE] [--smoke]``
 """
 
@@ -30,19 +34,27 @@ import torch.nn.functional as F
 from w4a16 import bandwidth, timed  # bench/ is this script's folder, first on sys.path
 
 from vilau_rt import _C
+from vilau_rt.ops.native import quantize_rows_int8
 
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (4096, 32000)]  # (K, N); last: lm_head
 SMOKE_SHAPES = [(256, 96), (512, 40)]
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "int8": torch.int8}  # fmt: skip
 W16_CODES = {torch.float16: 1, torch.bfloat16: 2}
 
 
-def gemv(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, threads: int, isa: str) -> None:
-    """y = x @ w.T through the float32 or the 16-bit-weight GEMV, by w's dtype."""
+def gemv(
+    x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, threads: int, isa: str, scale=None
+) -> None:
+    """y = x @ w.T through the float32, 16-bit or int8 GEMV, by w's dtype (int8: times scale)."""
     m, k = x.shape
     n = w.shape[0]
     if w.dtype == torch.float32:
         _C.gemv_f32_cpu(x.data_ptr(), w.data_ptr(), 0, y.data_ptr(), m, k, n, threads, isa)
+    elif w.dtype == torch.int8:
+        _C.gemv_w8_cpu(
+            x.data_ptr(), w.data_ptr(), scale.data_ptr(), 0, y.data_ptr(), m, k, n, threads, isa
+        )
     else:
         _C.gemv_w16_cpu(
             x.data_ptr(), w.data_ptr(), W16_CODES[w.dtype], 0, y.data_ptr(), m, k, n, threads, isa
@@ -58,7 +70,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--rows", type=int, nargs="*", default=[1], help="values of M (<= 4)")
-    p.add_argument("--weights", nargs="*", default=["float32", "float16", "bfloat16"],
+    p.add_argument("--weights", nargs="*", default=["float32", "float16", "bfloat16", "int8"],
                    choices=list(DTYPES), help="weight dtypes to time")  # fmt: skip
     p.add_argument("--isa", default="auto", help="GEMV path: auto or one of _C.gemv_f32_isas()")
     p.add_argument("--calls", type=int, default=40, help="timed calls per measurement")
@@ -84,15 +96,19 @@ def main() -> None:
         base = torch.randn(n, k, generator=torch.Generator().manual_seed(k * 7 + n))
         for name in args.weights:
             dtype = DTYPES[name]
-            first = base.to(dtype)
-            w_bytes = first.numel() * first.element_size()
+            # int8: the codes rotate like the other weights; the scales (N floats) are shared
+            first, scale = (
+                quantize_rows_int8(base) if dtype == torch.int8 else (base.to(dtype), None)
+            )
+            w_bytes = first.numel() * first.element_size() + (0 if scale is None else 4 * n)
             copies = max(1, min(64, int(cold // w_bytes) + 1))
             ws = [first] + [first.clone() for _ in range(copies - 1)]
             for m in args.rows:
                 x = torch.randn(m, k)
                 y = torch.empty(m, n)
                 n_bytes = w_bytes + 4 * (m * k + m * n)
-                ms = time_ms(partial(gemv, x, y=y, threads=args.threads, isa=args.isa), ws, calls)
+                fn = partial(gemv, x, y=y, threads=args.threads, isa=args.isa, scale=scale)
+                ms = time_ms(fn, ws, calls)
                 row = {"K": k, "N": n, "M": m, "weights": name, "copies": copies,
                        "MB": n_bytes / 1e6, "bytes_floor_ms": 1e3 * n_bytes / bw, "ms": ms,
                        "GBs": n_bytes / ms / 1e6}  # fmt: skip

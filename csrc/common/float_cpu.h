@@ -50,6 +50,9 @@ inline float to_float(Half h) {
 
 inline float to_float(BFloat16 b) { return bits_float(static_cast<uint32_t>(b.bits) << 16); }
 
+//! Every int8 value is exact in float32 (the codes of int8-quantized weights).
+inline float to_float(int8_t v) { return static_cast<float>(v); }
+
 template <class T>
 T from_float(float v);
 

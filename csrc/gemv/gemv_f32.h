@@ -1,6 +1,7 @@
 // Float32 GEMV for decoding on the CPU: y[M, N] = x[M, K] @ W[N, K]^T + bias[N], W row-major as
 // torch.nn.Linear stores it, for the few rows of x a decode step has (M <= kGemvF32MaxM).
-// x, bias and y are float32; W is float32 (gemv_f32_cpu) or float16 / bfloat16 (gemv_w16_cpu).
+// x, bias and y are float32; W is float32 (gemv_f32_cpu), float16 / bfloat16 (gemv_w16_cpu) or
+// int8 codes with one float32 scale per output row (gemv_w8_cpu).
 //
 // Why: one token of a float LLM reads every weight once; the GEMV must run at memory bandwidth.
 // The BLAS this was measured against (torch 2.13's MKL sgemv) reads 16-17 GB/s at M = 1 with one
@@ -15,6 +16,11 @@
 // each weight to float32 in registers before the same FMAs in the same order, so its result has
 // exactly the bits of gemv_f32_cpu on the upcast weights (W.float()), on every path. It reads
 // half the bytes, which is what a decode step's time is made of.
+//
+// int8 weights with a scale per row (an lm_head quantized per output row, a quarter of the float32
+// bytes): every int8 is exact in float32 too, so gemv_w8_cpu widens the codes the same way and
+// its sums S are gemv_f32_cpu's bits on the codes as float32; the row's scale then multiplies S
+// and the bias is added, one rounding each: y = (S * scale[n]) + bias[n].
 #pragma once
 
 #include <cstdint>
@@ -33,7 +39,7 @@ constexpr int64_t kGemvF32MaxM = 4;
 void gemv_f32_check_sizes(int64_t m, int64_t k, int64_t n);
 
 //! Paths this machine runs, fastest first; the last is "scalar", the reference. The same list
-//! serves gemv_f32_cpu and gemv_w16_cpu (cpu_isas() in common/cpu_isa.h).
+//! serves gemv_f32_cpu, gemv_w16_cpu and gemv_w8_cpu (cpu_isas() in common/cpu_isa.h).
 //! Possible names: "avx512" (AVX-512F/BW/VL), "avx2" (AVX2 + FMA + F16C), "neon" (aarch64),
 //! "scalar".
 std::vector<std::string> gemv_f32_isas();
@@ -53,5 +59,17 @@ void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, i
 void gemv_w16_cpu(const float* x, const uint16_t* w, DType w_dtype, const float* bias, float* y,
                   int64_t m, int64_t k, int64_t n, int num_threads,
                   const std::string& isa = "auto");
+
+//! y[r, n] = (S[r, n] * row_scale[n]) + bias[n], each operation rounded to float32, where S is
+//! the bits of gemv_f32_cpu (no bias) on the codes as float32: W = diag(row_scale) float32(w).
+//! @param w the int8 codes [N, K], row-major (any int8 value; quantizers use -127..127).
+//! @param row_scale [N], the float32 scale of each row of W.
+//! @param bias [N] or null (no add).
+//! @param isa an entry of gemv_f32_isas() or "auto" (the first).
+//! @throws std::invalid_argument on a null x, w, row_scale or y, bad sizes (as
+//!         gemv_f32_check_sizes, named "gemv_w8"), num_threads < 1 or an isa not available here.
+void gemv_w8_cpu(const float* x, const int8_t* w, const float* row_scale, const float* bias,
+                 float* y, int64_t m, int64_t k, int64_t n, int num_threads,
+                 const std::string& isa = "auto");
 
 }  // namespace vilau

@@ -1,5 +1,6 @@
-// CPU paths of the float32-activation GEMV, with float32 weights (gemv_f32_cpu) or 16-bit ones
-// (gemv_w16_cpu); see gemv_f32.h for the summation order every path keeps.
+// CPU paths of the float32-activation GEMV, with float32 weights (gemv_f32_cpu), 16-bit ones
+// (gemv_w16_cpu) or int8 codes with a scale per row (gemv_w8_cpu); see gemv_f32.h for the
+// summation order every path keeps.
 // x86-64 paths are compiled with per-function target attributes and chosen at run time, so the
 // library stays baseline x86-64; NEON is part of every aarch64 CPU.
 //
@@ -7,10 +8,11 @@
 // partial sums stay in registers while W's R rows stream through, and x (K floats per row, a few
 // KiB) stays in L1. R is chosen so the accumulators fit the register file.
 //
-// One template serves every weight type T (float, Half, BFloat16): only the load of a vector of
-// weights differs (load16 / load8 / load4 below: a float32 load, or a 16-bit load converted to
-// float32 in registers, which is exact), so the blocks, the tree and the plans are shared and a
-// 16-bit weight gives the bits of its float32 upcast.
+// One template serves every weight type T (float, Half, BFloat16, int8_t): only the load of a
+// vector of weights differs (load16 / load8 / load4 below: a float32 load, or a 16-bit or 8-bit
+// load converted to float32 in registers, which is exact), so the blocks, the tree and the plans
+// are shared and a 16-bit or int8 weight gives the bits of its float32 upcast. The int8 GEMV's
+// scale per row is applied once per output, after the sum (finish()), on every path alike.
 #include "gemv/gemv_f32.h"
 
 #include "common/cpu_isa.h"
@@ -20,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 
 #include "common/x86_intrin.h"
@@ -33,10 +36,18 @@ namespace {
 
 constexpr int kLanes = 32;  //!< partial sums per output (the order in gemv_f32.h)
 
+//! Output @p o from its sum @p s: times row_scale[o] (int8 weights; null: none), then + bias[o]
+//! (null: none), one rounding each. Every path ends here, so they agree on this part too (the
+//! file is built with -ffp-contract=off: a fused multiply-add would round once, not twice).
+inline float finish(float s, const float* row_scale, const float* bias, int64_t o) {
+  const float scaled = row_scale ? s * row_scale[o] : s;
+  return bias ? scaled + bias[o] : scaled;
+}
+
 //! The reference: rows [n0, n1) of y for all M rows of x (to_float: exact, float_cpu.h).
 template <class T>
-void rows_scalar(const float* x, const T* w, const float* bias, float* y, int64_t m, int64_t k,
-                 int64_t n, int64_t n0, int64_t n1) {
+void rows_scalar(const float* x, const T* w, const float* row_scale, const float* bias, float* y,
+                 int64_t m, int64_t k, int64_t n, int64_t n0, int64_t n1) {
   for (int64_t o = n0; o < n1; ++o) {
     const T* wr = w + o * k;
     for (int64_t r = 0; r < m; ++r) {
@@ -48,7 +59,7 @@ void rows_scalar(const float* x, const T* w, const float* bias, float* y, int64_
       for (int half = kLanes / 2; half >= 1; half /= 2) {
         for (int j = 0; j < half; ++j) p[j] = p[j] + p[j + half];
       }
-      y[r * n + o] = bias ? p[0] + bias[o] : p[0];
+      y[r * n + o] = finish(p[0], row_scale, bias, o);
     }
   }
 }
@@ -68,6 +79,10 @@ VILAU_AVX512 inline __m512 load16(const BFloat16* p) {  // bf16 bits << 16 are t
   const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
 }
+VILAU_AVX512 inline __m512 load16(const int8_t* p) {  // sign-extend to int32, then convert
+  const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
+}
 
 //! 8 consecutive weights as float32 (F16C for float16).
 VILAU_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
@@ -77,6 +92,10 @@ VILAU_AVX2 inline __m256 load8(const Half* p) {
 VILAU_AVX2 inline __m256 load8(const BFloat16* p) {
   const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+VILAU_AVX2 inline __m256 load8(const int8_t* p) {  // an 8-byte load: no read past the 8 weights
+  const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
 }
 
 //! Sum of 8 lanes as (a[j] + a[j + 4]), then (+2), then (+1).
@@ -154,6 +173,14 @@ inline float32x4_t load4(const Half* p) {
 }
 inline float32x4_t load4(const BFloat16* p) {  // bf16 bits << 16 are the float32 bits
   return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)), 16));
+}
+inline float32x4_t load4(const int8_t* p) {
+  // A 4-byte load (vld1_s8 would read 8 bytes, past the end of W at its last weights), then
+  // int8 -> int16 -> int32 -> float32, all exact.
+  int32_t bytes;
+  std::memcpy(&bytes, p, sizeof(bytes));
+  const int16x8_t h = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(bytes)));
+  return vcvtq_f32_s32(vmovl_s16(vget_low_s16(h)));
 }
 
 template <class T, int M, int R>
@@ -248,10 +275,18 @@ void check_sizes(const char* op, int64_t m, int64_t k, int64_t n) {
   if (n < 1) throw std::invalid_argument(name + ": N = " + std::to_string(n) + " must be >= 1");
 }
 
-//! Both entry points: checks, then threads over blocks of R output rows.
+void check_not_null(const char* op, const void* p, const char* name) {
+  if (p == nullptr) throw std::invalid_argument(std::string(op) + ": " + name + " is null");
+}
+
+//! Every entry point: checks, then threads over blocks of R output rows. row_scale: the int8
+//! GEMV's scale per output row, null for float weights.
 template <class T>
-void gemv(const char* op, const float* x, const T* w, const float* bias, float* y, int64_t m,
-          int64_t k, int64_t n, int num_threads, const std::string& isa) {
+void gemv(const char* op, const float* x, const T* w, const float* row_scale, const float* bias,
+          float* y, int64_t m, int64_t k, int64_t n, int num_threads, const std::string& isa) {
+  check_not_null(op, x, "x");
+  check_not_null(op, w, "w");
+  check_not_null(op, y, "y");
   check_sizes(op, m, k, n);
   check_num_threads(op, num_threads);
   const Plan<T> plan = plan_for<T>(cpu_isa(op, isa), m);
@@ -263,15 +298,14 @@ void gemv(const char* op, const float* x, const T* w, const float* bias, float* 
     const int64_t n0 = b * R, n1 = std::min(n, n0 + R);
     if (n0 >= n1) continue;
     if (plan.block == nullptr || n1 - n0 < R) {
-      rows_scalar(x, w, bias, y, m, k, n, n0, n1);
+      rows_scalar(x, w, row_scale, bias, y, m, k, n, n0, n1);
       continue;
     }
     float out[kMaxBlockOutputs];
     plan.block(x, w + n0 * k, k, out);
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t i = 0; i < R; ++i) {
-        const float v = out[r * R + i];
-        y[r * n + n0 + i] = bias ? v + bias[n0 + i] : v;
+        y[r * n + n0 + i] = finish(out[r * R + i], row_scale, bias, n0 + i);
       }
     }
   }
@@ -285,7 +319,7 @@ std::vector<std::string> gemv_f32_isas() { return cpu_isas(); }
 
 void gemv_f32_cpu(const float* x, const float* w, const float* bias, float* y, int64_t m,
                   int64_t k, int64_t n, int num_threads, const std::string& isa) {
-  gemv("gemv_f32", x, w, bias, y, m, k, n, num_threads, isa);
+  gemv("gemv_f32", x, w, nullptr, bias, y, m, k, n, num_threads, isa);
 }
 
 void gemv_w16_cpu(const float* x, const uint16_t* w, DType w_dtype, const float* bias, float* y,
@@ -293,17 +327,25 @@ void gemv_w16_cpu(const float* x, const uint16_t* w, DType w_dtype, const float*
   // Half and BFloat16 hold exactly a uint16_t (float_cpu.h), as the other kernels read them.
   switch (w_dtype) {
     case DType::kFloat16:
-      gemv("gemv_w16", x, reinterpret_cast<const Half*>(w), bias, y, m, k, n, num_threads, isa);
+      gemv("gemv_w16", x, reinterpret_cast<const Half*>(w), nullptr, bias, y, m, k, n,
+           num_threads, isa);
       return;
     case DType::kBFloat16:
-      gemv("gemv_w16", x, reinterpret_cast<const BFloat16*>(w), bias, y, m, k, n, num_threads,
-           isa);
+      gemv("gemv_w16", x, reinterpret_cast<const BFloat16*>(w), nullptr, bias, y, m, k, n,
+           num_threads, isa);
       return;
     default:
       throw std::invalid_argument(std::string("gemv_w16: weight dtype ") + dtype_name(w_dtype) +
                                   " is not a 16-bit float (float16 or bfloat16; float32 weights: "
                                   "gemv_f32_cpu)");
   }
+}
+
+void gemv_w8_cpu(const float* x, const int8_t* w, const float* row_scale, const float* bias,
+                 float* y, int64_t m, int64_t k, int64_t n, int num_threads,
+                 const std::string& isa) {
+  check_not_null("gemv_w8", row_scale, "row_scale");  // null would mean float weights below
+  gemv("gemv_w8", x, w, row_scale, bias, y, m, k, n, num_threads, isa);
 }
 
 }  // namespace vilau

@@ -1,5 +1,6 @@
-"""The float GEMVs called on tensors: ``_C.gemv_f32_cpu`` and ``_C.gemv_w16_cpu`` into a new
-float32 [M, N] (tests of csrc/gemv; no checks beyond the kernel's own)."""
+"""The float GEMVs called on tensors: ``_C.gemv_f32_cpu``, ``_C.gemv_w16_cpu`` and
+``_C.gemv_w8_cpu`` into a new float32 [M, N] (tests of csrc/gemv; no checks beyond the kernel's
+own)."""
 
 from __future__ import annotations
 
@@ -22,5 +23,14 @@ def gemv_w16(x, w, bias=None, isa="auto", threads=2):
     _native().gemv_w16_cpu(
         x.data_ptr(), w.data_ptr(), _DTYPE_CODES[w.dtype], 0 if bias is None else bias.data_ptr(),
         y.data_ptr(), x.shape[0], x.shape[1], w.shape[0], threads, isa,
+    )  # fmt: skip
+    return y
+
+
+def gemv_w8(x, w8, scale, bias=None, isa="auto", threads=2):
+    y = torch.empty(x.shape[0], w8.shape[0])
+    _native().gemv_w8_cpu(
+        x.data_ptr(), w8.data_ptr(), scale.data_ptr(), 0 if bias is None else bias.data_ptr(),
+        y.data_ptr(), x.shape[0], x.shape[1], w8.shape[0], threads, isa,
     )  # fmt: skip
     return y

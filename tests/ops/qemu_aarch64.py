@@ -19,15 +19,19 @@ needs_qemu = pytest.mark.skipif(
 )
 
 
-def build_and_run(exe: Path, sources: list[str], extra_flags: tuple[str, ...] = ()) -> str:
+def build_and_run(
+    exe: Path, sources: list[str], extra_flags: tuple[str, ...] = (), args: tuple[str, ...] = ()
+) -> str:
     """Compile ``sources`` (paths from the repository root) statically for aarch64 into ``exe``,
-    run it under qemu, assert both succeed, and return its standard output."""
+    run it under qemu with ``args``, assert both succeed, and return its standard output."""
     build = subprocess.run(
         [CXX, "-std=gnu++17", "-O2", "-fopenmp", *extra_flags, "-static", "-Icsrc", *sources,
          "-o", str(exe)],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]
-    run = subprocess.run([QEMU, str(exe)], capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [QEMU, str(exe), *args], capture_output=True, text=True, timeout=300, check=False
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .kernels import _DTYPE_CODES, _check_device, _check_dtype, _native
+from .kernels import _DTYPE_CODES, _check_cpu, _check_device, _check_dtype, _check_ndim, _native
 
 WEIGHTS_PER_BLOCK = 16
 
@@ -145,6 +145,96 @@ def exact_16bit(weight: Tensor, chunk: int = 1 << 22) -> torch.dtype | None:
         if not candidates:
             return None
     return candidates[0]
+
+
+# ---------------------------------------------------------------------------- int8 GEMV
+# A weight read by decode steps only (the lm_head: vocab x hidden, the largest single read of a
+# step) at a quarter of its float32 bytes: int8 codes with one float32 scale per output row.
+
+
+def quantize_rows_int8(weight: Tensor, chunk: int = 1 << 22) -> tuple[Tensor, Tensor]:
+    """``(codes, scale)`` of ``weight`` [N, K] (float32, float16 or bfloat16) for ``gemv_w8``:
+    codes int8 [N, K] and scale float32 [N], on ``weight``'s device, so that
+    ``scale[:, None] * codes`` approximates ``weight`` to within half a scale per value.
+
+    ``scale[n] = amax_n / 127`` rounded to float32, ``amax_n`` the row's largest magnitude;
+    ``codes[n, k] = weight[n, k] / scale[n]`` rounded to the nearest integer, ties to even, and
+    clamped to [-127, 127]. The quotient is taken in float64, where it is near enough to the exact
+    one that its rounding is the exact quotient's (float32 division could round a quotient onto a
+    half and then to the wrong side of it). Hence ``|weight - codes * scale| <= scale / 2`` for
+    every value of a row with a normal scale (amax_n >= 127 * 2**-126); a smaller scale is a
+    float32 subnormal with fewer bits and the clamp can cut its largest values. -128 is not used,
+    so ``-weight`` quantizes to ``-codes``. A row whose scale is 0 (a row of zeros, or amax_n
+    below about 2**-143, where amax_n / 127 underflows) gets codes 0. Done ``chunk`` elements
+    (whole rows) at a time, so the float64 temporaries stay small next to an lm_head.
+
+    :raises TypeError: ``weight``'s dtype is not float32, float16 or bfloat16.
+    :raises ValueError: ``weight`` is not [N, K] with N, K >= 1, or has a nan or an inf (its row
+        is named).
+    """
+    op = "quantize_rows_int8"
+    _check_dtype(op, "weight", weight, _DTYPE_CODES)
+    _check_ndim(op, "weight", weight, 2, "[N, K]")
+    n, k = weight.shape
+    if n < 1 or k < 1:
+        raise ValueError(f"{op}: weight must be [N, K] with N, K >= 1, got {(n, k)}")
+    codes = torch.empty(n, k, dtype=torch.int8, device=weight.device)
+    scale = torch.empty(n, dtype=torch.float32, device=weight.device)
+    rows = max(1, chunk // k)
+    for start in range(0, n, rows):
+        part = weight[start : start + rows].detach().double()  # exact: every value fits
+        finite = torch.isfinite(part).all(dim=1)
+        if not bool(finite.all()):
+            row = start + int((~finite).nonzero()[0])
+            raise ValueError(
+                f"{op}: weight row {row} has a nan or an inf; int8 needs finite values"
+            )
+        part_scale = (part.abs().amax(dim=1) / 127).float()  # one rounding of amax / 127
+        s64 = part_scale.double()[:, None]
+        q = torch.round(part / s64).clamp_(-127, 127)  # torch.round: ties to even
+        codes[start : start + rows] = torch.where(s64 > 0, q, 0.0).to(torch.int8)  # 0 / 0: nan
+        scale[start : start + rows] = part_scale
+    return codes, scale
+
+
+def gemv_w8(x: Tensor, w8: Tensor, scale: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``y[M, N] = x @ (scale[:, None] * w8.float()).T + bias`` on the CPU through
+    ``_C.gemv_w8_cpu`` with ``torch.get_num_threads()`` threads: x float32 [M, K] with
+    1 <= M <= ``_C.GEMV_F32_MAX_M`` and K % 32 == 0, ``w8`` int8 [N, K] and ``scale`` float32 [N]
+    (``quantize_rows_int8``), bias float32 [N] or None, all contiguous.
+
+    Exactly: ``S = linear(x, w8.float())`` (the float32 GEMV's bits), then ``S * scale``, then
+    ``+ bias``, each rounded to float32, on every instruction-set path.
+
+    :raises TypeError: a dtype other than the above (the argument is named).
+    :raises ValueError: a tensor off the CPU, a shape that does not fit, a strided tensor, or sizes
+        the GEMV does not serve (M, K: the kernel's message).
+    """
+    op = "gemv_w8"
+    _check_cpu(op, x=x, w8=w8, scale=scale, bias=bias)
+    _check_dtype(op, "x", x, (torch.float32,))
+    _check_dtype(op, "w8", w8, (torch.int8,))
+    _check_dtype(op, "scale", scale, (torch.float32,))
+    if bias is not None:
+        _check_dtype(op, "bias", bias, (torch.float32,))
+    _check_ndim(op, "x", x, 2, "[M, K]")
+    _check_ndim(op, "w8", w8, 2, "[N, K]")
+    n, k = w8.shape
+    if x.shape[1] != k:
+        raise ValueError(f"{op}: x must be [M, K] with K = {k} (w8 is [N, K] = {(n, k)}), "
+                         f"got {tuple(x.shape)}")  # fmt: skip
+    for name, t in (("scale", scale), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (n,):
+            raise ValueError(f"{op}: {name} must be [N] = [{n}], got {tuple(t.shape)}")
+    for name, t in (("x", x), ("w8", w8), ("scale", scale), ("bias", bias)):
+        if t is not None and not t.is_contiguous():
+            raise ValueError(f"{op}: {name} must be contiguous (strides {t.stride()})")
+    y = torch.empty(x.shape[0], n)
+    _native().gemv_w8_cpu(
+        x.data_ptr(), w8.data_ptr(), scale.data_ptr(), 0 if bias is None else bias.data_ptr(),
+        y.data_ptr(), x.shape[0], k, n, torch.get_num_threads(),
+    )  # fmt: skip
+    return y
 
 
 # ---------------------------------------------------------------------------- sample_codes
