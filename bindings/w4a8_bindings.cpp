@@ -70,6 +70,35 @@ void bind_w4a8(py::module_& m) {
       py::arg("xq"), py::arg("d"), py::arg("s"), py::arg("codes"), py::arg("zeros"),
       py::arg("scales"), py::arg("bias"), py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"),
       py::arg("group_size"), py::arg("num_threads"), py::arg("isa") = "auto");
+
+  m.def(
+      "w8a8_repack_cpu",
+      [](std::uintptr_t w, std::uintptr_t codes8, int64_t n, int64_t k, int num_threads) {
+        py::gil_scoped_release release;
+        w8a8_repack_cpu(address<const int8_t>(w, "w"), address<uint8_t>(codes8, "codes8"), n, k,
+                        num_threads);
+      },
+      "int8 codes [N, K] -> codes8 uint8 [ceil(N/16), K/4, 16, 4] (w + 128; padding rows 128).",
+      py::arg("w"), py::arg("codes8"), py::arg("n"), py::arg("k"), py::arg("num_threads"));
+
+  m.def(
+      "w8a8_gemv_cpu",
+      [](std::uintptr_t xq, std::uintptr_t d, std::uintptr_t s, std::uintptr_t codes8,
+         std::uintptr_t scale, std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k,
+         int64_t n, int num_threads, const std::string& isa) {
+        py::gil_scoped_release release;
+        w8a8_gemv_cpu(address<const int8_t>(xq, "xq", m == 0), address<const float>(d, "d", m == 0),
+                      address<const int32_t>(s, "s", m == 0),
+                      address<const uint8_t>(codes8, "codes8"),
+                      address<const float>(scale, "scale"),
+                      address<const float>(bias, "bias", true), address<float>(y, "y", m == 0), m,
+                      k, n, num_threads, isa);
+      },
+      "y float32 [M, N] from quantized activations and codes8 (w8a8_repack_cpu); scale float32 "
+      "[N] per row, bias float32 [N] or 0; isa an entry of w4a8_cpu_isas() or 'auto'.",
+      py::arg("xq"), py::arg("d"), py::arg("s"), py::arg("codes8"), py::arg("scale"),
+      py::arg("bias"), py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"),
+      py::arg("num_threads"), py::arg("isa") = "auto");
 }
 
 }  // namespace vilau

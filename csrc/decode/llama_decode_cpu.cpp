@@ -74,6 +74,18 @@ void run_parts(const std::vector<DecodeLinear>& parts, const float* x, float* y,
     run_linear(parts[0], x, y, m, threads, quantized);
     return;
   }
+  if (parts[0].kind == DecodeLinear::Kind::kW4A8) {  // x quantized once, one parallel region
+    std::vector<W4A8Part> w(parts.size());
+    for (size_t i = 0; i < parts.size(); ++i) {  // all W4A8 of one group size (check_parts)
+      const DecodeLinear& p = parts[i];
+      w[i] = {p.packed, p.zeros8, static_cast<const uint16_t*>(p.scales),
+              static_cast<const uint16_t*>(p.bias16), p.n};
+    }
+    const W4A8Quantized q = w4a8_quantize_into(x, m, parts[0].k, quantized);
+    w4a8_gemv_parts_cpu(q.xq, q.d, q.s, w.data(), static_cast<int>(w.size()), y, m, parts[0].k,
+                        parts[0].group_size, threads);
+    return;
+  }
   int64_t total = 0;
   for (const DecodeLinear& p : parts) total += p.n;
   int64_t offset = 0;
@@ -106,6 +118,13 @@ void check_parts(const std::vector<DecodeLinear>& parts, const std::string& name
   if (total != n) {
     bad(name + " has " + std::to_string(total) + " output rows in all; the shape needs " +
         std::to_string(n));
+  }
+  for (const DecodeLinear& p : parts) {  // W4A8 parts run as one call on one quantized x
+    const bool w4a8 = p.kind == DecodeLinear::Kind::kW4A8;
+    if (w4a8 != (parts[0].kind == DecodeLinear::Kind::kW4A8) ||
+        (w4a8 && p.group_size != parts[0].group_size)) {
+      bad(name + ": W4A8 parts cannot be mixed with other kinds or group sizes");
+    }
   }
 }
 

@@ -78,6 +78,58 @@ void w4a8_gemv_cpu(const int8_t* xq, const float* d, const int32_t* s, const uin
                    int64_t m, int64_t k, int64_t n, int64_t group_size, int num_threads,
                    const std::string& isa = "auto");
 
+// ---- 8-bit weights, int8 activations (W8A8): an lm_head quantized per row (the opt-in decode
+// path reads it instead of its float16 copy: a quarter of the float32 bytes, and integer dot
+// products, where the float32-activation int8 GEMV of csrc/gemv converts every weight).
+//
+// Weights: int8 codes w[N, K] in -127..127 and a float32 scale per row (vilau_rt.ops.native.
+// quantize_rows_int8), repacked (w8a8_repack_cpu) into
+//   codes8 uint8 [N8/16 tiles][K/4 chunks][16 rows][4 bytes], byte j of (tile t, chunk c, row i)
+//          = w[16t + i, 4c + j] + 128 (rows N..N8-1, padding up to a multiple of 16, are 128)
+// Arithmetic, x quantized as above: per output (r, n), blocks b ascending,
+//   D = sum over the block's k of w[n, k] * xq[r, k]   (exact, int32)
+//   a = fma(float(D), d[r, b], a)                       (a = 0 first)
+//   y[r, n] = a * scale[n], one rounding (+ bias[n] float32, one more, when given).
+
+//! Rows N rounded up to the tile of 16.
+inline int64_t w8a8_padded_rows(int64_t n) { return (n + 15) / 16 * 16; }
+
+//! int8 codes [N, K] (row-major) -> codes8 (w8a8_padded_rows(N) * K bytes).
+//! @throws std::invalid_argument if K % 32 != 0, N < 1 or num_threads < 1.
+void w8a8_repack_cpu(const int8_t* w, uint8_t* codes8, int64_t n, int64_t k, int num_threads);
+
+//! y float32 [M, N] (row stride N) from quantized activations (xq, d, s) and codes8; @p scale float32 [N],
+//! @p bias float32 [N] or null. Same isa names as w4a8_cpu_isas().
+//! @throws std::invalid_argument on bad sizes, num_threads < 1 or an isa not available here.
+void w8a8_gemv_cpu(const int8_t* xq, const float* d, const int32_t* s, const uint8_t* codes8,
+                   const float* scale, const float* bias, float* y, int64_t m, int64_t k,
+                   int64_t n, int num_threads, const std::string& isa = "auto");
+
+//! One layer of several that read the same x (q/k/v, gate/up): its buffers and N.
+struct W4A8Part {
+  const uint8_t* codes = nullptr;
+  const uint8_t* zeros = nullptr;
+  const uint16_t* scales = nullptr;
+  const uint16_t* bias = nullptr;  //!< float16 [n] or null
+  int64_t n = 0;
+};
+
+//! w4a8_gemv_cpu for @p num_parts layers of one K and G on the same quantized x, their outputs
+//! side by side in y [M, sum of n] (row stride: the sum). One parallel region shares all their
+//! tiles, so the threads stay balanced and start once. Same checks, per part.
+void w4a8_gemv_parts_cpu(const int8_t* xq, const float* d, const int32_t* s,
+                         const W4A8Part* parts, int num_parts, float* y, int64_t m, int64_t k,
+                         int64_t group_size, int num_threads, const std::string& isa = "auto");
+
+//! x float32 [M, K] -> the quantized x in @p scratch (grown as needed); returns xq, d, s in it.
+struct W4A8Quantized {
+  const int8_t* xq;
+  const float* d;
+  const int32_t* s;
+};
+W4A8Quantized w4a8_quantize_into(const float* x, int64_t m, int64_t k,
+                                 std::vector<int8_t>& scratch);
+
 //! w4a8_quantize_x then w4a8_gemv_cpu, with the quantized x in @p scratch (grown as needed).
 void w4a8_linear_cpu(const float* x, const uint8_t* codes, const uint8_t* zeros,
                      const uint16_t* scales, const uint16_t* bias, float* y, int64_t m, int64_t k,

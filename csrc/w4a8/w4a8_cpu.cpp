@@ -54,19 +54,64 @@ void tiles_scalar(const int8_t* xq, const float* d, const int32_t* s, int64_t m,
   }
 }
 
-w4a8::TilesFn tiles_fn(const std::string& isa) {
+//! The W8A8 reference (Tiles8Fn).
+void tiles8_scalar(const int8_t* xq, const float* d, const int32_t* /*s*/, int64_t m, int64_t k,
+                   const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo) {
+  const int64_t blocks = k / kW4A8Block;
+  for (int64_t t = t0; t < t1; ++t) {
+    const uint8_t* tile = codes8 + t * k * 16;
+    for (int64_t i = 0; i < 16; ++i) {
+      for (int64_t r = 0; r < m; ++r) {
+        float a = 0.0f;
+        for (int64_t b = 0; b < blocks; ++b) {
+          int32_t dot = 0;
+          for (int64_t c = 8 * b; c < 8 * b + 8; ++c) {  // the block's 8 chunks of 4
+            const uint8_t* bytes = tile + (c * 16 + i) * 4;
+            for (int j = 0; j < 4; ++j) dot += (bytes[j] - 128) * xq[r * k + 4 * c + j];
+          }
+          a = std::fma(static_cast<float>(dot), d[r * blocks + b], a);
+        }
+        out[r * ldo + 16 * t + i] = a;
+      }
+    }
+  }
+}
+
+//! @p isa checked against w4a8_cpu_isas(); the name to dispatch on.
+std::string isa_name(const char* op, const std::string& isa) {
   const std::vector<std::string> isas = w4a8_cpu_isas();
   const std::string name = isa == "auto" ? isas.front() : isa;
   if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
     std::string known;
     for (const auto& i : isas) known += (known.empty() ? "" : ", ") + i;
-    bad("w4a8_gemv: isa '" + isa + "' is not available here (" + known + ", auto)");
+    bad(std::string(op) + ": isa '" + isa + "' is not available here (" + known + ", auto)");
   }
+  return name;
+}
+
+w4a8::TilesFn tiles_fn(const std::string& isa) {
+  const std::string name = isa_name("w4a8_gemv", isa);
 #if defined(__x86_64__) || defined(_M_X64)
   if (name == "avx512vnni") return w4a8::tiles_avx512vnni;
   if (name == "avx2") return w4a8::tiles_avx2;
 #endif
   return tiles_scalar;
+}
+
+w4a8::Tiles8Fn tiles8_fn(const std::string& isa) {
+  const std::string name = isa_name("w8a8_gemv", isa);
+#if defined(__x86_64__) || defined(_M_X64)
+  if (name == "avx512vnni") return w4a8::tiles8_avx512vnni;
+  if (name == "avx2") return w4a8::tiles8_avx2;
+#endif
+  return tiles8_scalar;
+}
+
+void check_w8a8(const char* op, int64_t m, int64_t k, int64_t n) {
+  if (m < 0 || n < 1 || k < kW4A8Block || k % kW4A8Block) {
+    bad(std::string(op) + ": needs M >= 0, N >= 1 and K a multiple of 32 (M = " +
+        std::to_string(m) + ", K = " + std::to_string(k) + ", N = " + std::to_string(n) + ")");
+  }
 }
 
 }  // namespace
@@ -156,36 +201,102 @@ void w4a8_quantize_x(const float* x, int8_t* xq, float* d, int32_t* s, int64_t m
   }
 }
 
-void w4a8_gemv_cpu(const int8_t* xq, const float* d, const int32_t* s, const uint8_t* codes,
-                   const uint8_t* zeros, const uint16_t* scales, const uint16_t* bias, float* y,
-                   int64_t m, int64_t k, int64_t n, int64_t group_size, int num_threads,
-                   const std::string& isa) {
-  w4a8_check_sizes(m, k, n, group_size);
+void w4a8_gemv_parts_cpu(const int8_t* xq, const float* d, const int32_t* s,
+                         const W4A8Part* parts, int num_parts, float* y, int64_t m, int64_t k,
+                         int64_t group_size, int num_threads, const std::string& isa) {
+  if (num_parts < 1) bad("w4a8_gemv: num_parts = " + std::to_string(num_parts) + " must be >= 1");
+  int64_t ldy = 0, tiles = 0;
+  for (int p = 0; p < num_parts; ++p) {
+    w4a8_check_sizes(m, k, parts[p].n, group_size);
+    if (!parts[p].codes || !parts[p].zeros || !parts[p].scales) {
+      bad("w4a8_gemv: part " + std::to_string(p) + " has a null buffer");
+    }
+    ldy += parts[p].n;
+  }
+  tiles = ldy / 16;
   check_num_threads("w4a8_gemv", num_threads);
   const w4a8::TilesFn fn = tiles_fn(isa);
   if (m == 0) return;
-  const int64_t tiles = n / 16;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, tiles)));
 #pragma omp parallel num_threads(threads)
   {
     int64_t t0 = 0, t1 = 0;
-    thread_share(tiles, &t0, &t1);  // one contiguous run of weight bytes per thread
-    if (t1 > t0) {
-      fn(xq, d, s, m, k, n, group_size, codes, zeros, scales, t0, t1, y);
-      if (bias) {
-        for (int64_t r = 0; r < m; ++r) {
-          for (int64_t c = 16 * t0; c < 16 * t1; ++c) y[r * n + c] += to_float(Half{bias[c]});
+    thread_share(tiles, &t0, &t1);  // one contiguous run of weight bytes per part and thread
+    int64_t first = 0;              // the part's first tile among all parts' tiles
+    for (int p = 0; p < num_parts; ++p) {
+      const W4A8Part& part = parts[p];
+      const int64_t a = std::max(t0, first) - first;
+      const int64_t b = std::min(t1, first + part.n / 16) - first;
+      float* out = y + 16 * first;  // the part's first column; rows are ldy apart
+      if (b > a) {
+        fn(xq, d, s, m, k, ldy, group_size, part.codes, part.zeros, part.scales, a, b, out);
+        if (part.bias) {
+          for (int64_t r = 0; r < m; ++r) {
+            for (int64_t c = 16 * a; c < 16 * b; ++c) {
+              out[r * ldy + c] += to_float(Half{part.bias[c]});
+            }
+          }
+        }
+      }
+      first += part.n / 16;
+    }
+  }
+}
+
+void w4a8_gemv_cpu(const int8_t* xq, const float* d, const int32_t* s, const uint8_t* codes,
+                   const uint8_t* zeros, const uint16_t* scales, const uint16_t* bias, float* y,
+                   int64_t m, int64_t k, int64_t n, int64_t group_size, int num_threads,
+                   const std::string& isa) {
+  const W4A8Part part{codes, zeros, scales, bias, n};
+  w4a8_gemv_parts_cpu(xq, d, s, &part, 1, y, m, k, group_size, num_threads, isa);
+}
+
+void w8a8_repack_cpu(const int8_t* w, uint8_t* codes8, int64_t n, int64_t k, int num_threads) {
+  check_w8a8("w8a8_repack", 0, k, n);
+  check_num_threads("w8a8_repack", num_threads);
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t t = 0; t < w8a8_padded_rows(n) / 16; ++t) {
+    uint8_t* tile = codes8 + t * k * 16;
+    for (int64_t c = 0; c < k / 4; ++c) {
+      for (int64_t i = 0; i < 16; ++i) {
+        const int64_t row = 16 * t + i;
+        for (int j = 0; j < 4; ++j) {
+          const int v = row < n ? w[row * k + 4 * c + j] : 0;
+          tile[(c * 16 + i) * 4 + j] = static_cast<uint8_t>(v + 128);
         }
       }
     }
   }
 }
 
-void w4a8_linear_cpu(const float* x, const uint8_t* codes, const uint8_t* zeros,
-                     const uint16_t* scales, const uint16_t* bias, float* y, int64_t m, int64_t k,
-                     int64_t n, int64_t group_size, int num_threads, std::vector<int8_t>& scratch,
-                     const std::string& isa) {
-  w4a8_check_sizes(m, k, n, group_size);
+void w8a8_gemv_cpu(const int8_t* xq, const float* d, const int32_t* s, const uint8_t* codes8,
+                   const float* scale, const float* bias, float* y, int64_t m, int64_t k,
+                   int64_t n, int num_threads, const std::string& isa) {
+  check_w8a8("w8a8_gemv", m, k, n);
+  check_num_threads("w8a8_gemv", num_threads);
+  const w4a8::Tiles8Fn fn = tiles8_fn(isa);
+  if (m == 0) return;
+  const int64_t tiles = w8a8_padded_rows(n) / 16, ldo = tiles * 16;
+  std::vector<float> a(m * ldo);  // the sums before the scale, padding rows included
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, tiles)));
+#pragma omp parallel num_threads(threads)
+  {
+    int64_t t0 = 0, t1 = 0;
+    thread_share(tiles, &t0, &t1);
+    if (t1 > t0) {
+      fn(xq, d, s, m, k, codes8, t0, t1, a.data(), ldo);
+      for (int64_t r = 0; r < m; ++r) {
+        for (int64_t c = 16 * t0; c < std::min(n, 16 * t1); ++c) {
+          const float v = a[r * ldo + c] * scale[c];
+          y[r * n + c] = bias ? v + bias[c] : v;
+        }
+      }
+    }
+  }
+}
+
+W4A8Quantized w4a8_quantize_into(const float* x, int64_t m, int64_t k,
+                                 std::vector<int8_t>& scratch) {
   const int64_t blocks = m * (k / kW4A8Block);
   // xq, then d and s (4-byte aligned: M * K is a multiple of 32)
   scratch.resize(m * k + blocks * (sizeof(float) + sizeof(int32_t)));
@@ -193,7 +304,17 @@ void w4a8_linear_cpu(const float* x, const uint8_t* codes, const uint8_t* zeros,
   float* d = reinterpret_cast<float*>(xq + m * k);
   int32_t* s = reinterpret_cast<int32_t*>(d + blocks);
   w4a8_quantize_x(x, xq, d, s, m, k);
-  w4a8_gemv_cpu(xq, d, s, codes, zeros, scales, bias, y, m, k, n, group_size, num_threads, isa);
+  return {xq, d, s};
+}
+
+void w4a8_linear_cpu(const float* x, const uint8_t* codes, const uint8_t* zeros,
+                     const uint16_t* scales, const uint16_t* bias, float* y, int64_t m, int64_t k,
+                     int64_t n, int64_t group_size, int num_threads, std::vector<int8_t>& scratch,
+                     const std::string& isa) {
+  w4a8_check_sizes(m, k, n, group_size);
+  const W4A8Quantized q = w4a8_quantize_into(x, m, k, scratch);
+  w4a8_gemv_cpu(q.xq, q.d, q.s, codes, zeros, scales, bias, y, m, k, n, group_size, num_threads,
+                isa);
 }
 
 }  // namespace vilau

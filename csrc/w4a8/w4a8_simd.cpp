@@ -136,6 +136,93 @@ VILAU_AVX2 void pass_avx2(const int8_t* xq, const float* d, const int32_t* s, in
   }
 }
 
+//! The W8A8 pass (rows [0, R) of one 16-row tile): a chunk's bytes are the codes w + 128 of 4
+//! k-consecutive weights of each of the tile's 16 rows; vpdpbusd sums (w + 128) * xq, so the
+//! block's sum is that minus 128 * s[b].
+template <int R>
+VILAU_VNNI void pass8_vnni(const int8_t* xq, const float* d, const int32_t* s, int64_t k,
+                           const uint8_t* tile, float* out, int64_t ldo) {
+  const int64_t blocks = k / kW4A8Block;
+  __m512 a[R];
+  for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m512i v[8];
+    for (int c = 0; c < 8; ++c) v[c] = _mm512_loadu_si512(tile + (8 * b + c) * 64);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* x = xq + r * k + kW4A8Block * b;
+      __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512();
+      for (int c = 0; c < 8; c += 2) {
+        i0 = _mm512_dpbusd_epi32(i0, v[c], _mm512_set1_epi32(four(x + 4 * c)));
+        i1 = _mm512_dpbusd_epi32(i1, v[c + 1], _mm512_set1_epi32(four(x + 4 * c + 4)));
+      }
+      const __m512i D = _mm512_sub_epi32(_mm512_add_epi32(i0, i1),
+                                         _mm512_set1_epi32(128 * s[r * blocks + b]));
+      a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D), _mm512_set1_ps(d[r * blocks + b]), a[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + r * ldo, a[r]);
+}
+
+//! pass8_vnni with 256-bit vectors. vpmaddubsw needs one unsigned operand and saturates pairs at
+//! int16: it multiplies |w| (the code xor 0x80 is w as int8; |w| <= 128) by xq carrying w's sign
+//! (vpsignb), so a pair is at most 2 * 128 * 127 = 32512, and the block's sum is D itself.
+template <int R>
+VILAU_AVX2 void pass8_avx2(const int8_t* xq, const float* d, const int32_t* /*s*/, int64_t k,
+                           const uint8_t* tile, float* out, int64_t ldo) {
+  const int64_t blocks = k / kW4A8Block;
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
+  __m256 a[R][2];
+  for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256i acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int c = 0; c < 8; ++c) {
+      for (int h = 0; h < 2; ++h) {
+        const __m256i w = _mm256_xor_si256(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + (8 * b + c) * 64 + 32 * h)),
+            flip);
+        const __m256i aw = _mm256_abs_epi8(w);
+        for (int r = 0; r < R; ++r) {
+          const __m256i x = _mm256_set1_epi32(four(xq + r * k + kW4A8Block * b + 4 * c));
+          const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
+          acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(p, ones));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256 db = _mm256_set1_ps(d[r * blocks + b]);
+      for (int h = 0; h < 2; ++h) {
+        a[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][h]), db, a[r][h]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(out + r * ldo, a[r][0]);
+    _mm256_storeu_ps(out + r * ldo + 8, a[r][1]);
+  }
+}
+
+//! Every 16-row tile of [t0, t1), rows of x in passes of up to @p Max (W8A8).
+template <int Max,
+          void (*P1)(const int8_t*, const float*, const int32_t*, int64_t, const uint8_t*, float*,
+                     int64_t),
+          void (*PMax)(const int8_t*, const float*, const int32_t*, int64_t, const uint8_t*,
+                       float*, int64_t)>
+void tiles8(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+            const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo) {
+  const int64_t blocks = k / kW4A8Block;
+  for (int64_t t = t0; t < t1; ++t) {
+    const uint8_t* tile = codes8 + t * k * 16;
+    int64_t r = 0;
+    for (; r + Max <= m; r += Max) {
+      PMax(xq + r * k, d + r * blocks, s + r * blocks, k, tile, out + r * ldo + 16 * t, ldo);
+    }
+    for (; r < m; ++r) {
+      P1(xq + r * k, d + r * blocks, s + r * blocks, k, tile, out + r * ldo + 16 * t, ldo);
+    }
+  }
+}
+
 //! Every tile of [t0, t1), rows in passes of up to @p Max.
 template <int Max, void (*P1)(const int8_t*, const float*, const int32_t*, int64_t, int64_t,
                               int64_t, const uint8_t*, const uint8_t*, const uint16_t*, float*),
@@ -175,6 +262,16 @@ void tiles_avx2(const int8_t* xq, const float* d, const int32_t* s, int64_t m, i
                 const uint16_t* scales, int64_t t0, int64_t t1, float* out) {
   tiles<2, pass_avx2<1>, pass_avx2<2>>(xq, d, s, m, k, n, group_size, codes, zeros, scales, t0,
                                        t1, out);
+}
+
+void tiles8_avx512vnni(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                       const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo) {
+  tiles8<4, pass8_vnni<1>, pass8_vnni<4>>(xq, d, s, m, k, codes8, t0, t1, out, ldo);
+}
+
+void tiles8_avx2(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                 const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo) {
+  tiles8<2, pass8_avx2<1>, pass8_avx2<2>>(xq, d, s, m, k, codes8, t0, t1, out, ldo);
 }
 
 #endif  // x86-64

@@ -13,8 +13,17 @@ using TilesFn = void (*)(const int8_t* xq, const float* d, const int32_t* s, int
                          int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
                          const uint16_t* scales, int64_t t0, int64_t t1, float* out);
 
+//! The W8A8 paths: for 16-row tiles [t0, t1) and rows [0, m), writes a of w4a8.h (before the
+//! scale) of (row r, output c) to out[r * ldo + c].
+using Tiles8Fn = void (*)(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                          const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo);
+
 #if defined(__x86_64__) || defined(_M_X64)
 bool cpu_has_avx512_vnni();
+void tiles8_avx512vnni(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                       const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo);
+void tiles8_avx2(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                 const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo);
 void tiles_avx512vnni(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
                       int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
                       const uint16_t* scales, int64_t t0, int64_t t1, float* out);

@@ -180,6 +180,15 @@ def test_bad_sizes_name_the_layer_and_the_linear():
         dec.add_layer(n, n, [lin(64, 64), lin(64, 64)], lin(64, 64), [lin(320, 64)], lin(64, 160))
     with pytest.raises(ValueError, match="layer 0 gate/up has 0 parts"):
         dec.add_layer(n, n, [lin(192, 64)], lin(64, 64), [], lin(64, 160))
+    buf = torch.zeros(64 * 64)  # W4A8 parts: N % 16, G % 32, no mixing with other kinds
+    ptr = buf.data_ptr()
+    with pytest.raises(ValueError, match="layer 0 q/k/v part 1: w4a8: N must be a multiple of 16"):
+        dec.add_layer(n, n, [ext.DecodeLinear.w4a8(ptr, ptr, ptr, 0, rows, 64, 32)
+                             for rows in (176, 8, 8)],
+                      lin(64, 64), [lin(320, 64)], lin(64, 160))  # fmt: skip
+    with pytest.raises(ValueError, match="W4A8 parts cannot be mixed"):
+        dec.add_layer(n, n, [ext.DecodeLinear.w4a8(ptr, ptr, ptr, 0, 128, 64, 32), lin(64, 64)],
+                      lin(64, 64), [lin(320, 64)], lin(64, 160))  # fmt: skip
     dec.add_layer(n, n, [lin(192, 64)], lin(64, 64), [lin(320, 64)], lin(64, 160))
     x = torch.zeros(1, 64)
     cs = torch.zeros(1, 16)

@@ -193,3 +193,86 @@ def test_unknown_isa_and_wrong_x_are_refused():
         w4a8.linear(torch.randn(1, 32), w)
     with pytest.raises(ValueError, match="float32"):
         w4a8.linear(torch.randn(1, 64).half(), w)
+
+
+# ---------------------------------------------------------------- W8A8 (8-bit weights, per row)
+
+
+def w8a8_from_codes(codes: torch.Tensor, scale: torch.Tensor, bias=None) -> w4a8.W8A8Weights:
+    """W8A8Weights from given int8 codes (bypassing the quantizer)."""
+    n, k = codes.shape
+    codes8 = torch.empty((n + 15) // 16, k // 4, 16, 4, dtype=torch.uint8)
+    _C.w8a8_repack_cpu(codes.contiguous().data_ptr(), codes8.data_ptr(), n, k, 2)
+    return w4a8.W8A8Weights(codes8, scale, bias, k, n)
+
+
+def w8a8_reference(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias=None):
+    """The header's W8A8 arithmetic in float64 on the numpy-quantized activations."""
+    xq, d, _ = numpy_quantize(x.numpy())
+    m, k = xq.shape
+    D = np.einsum("rbi,nbi->rbn", xq.reshape(m, k // 32, 32),
+                  codes.numpy().astype(np.int64).reshape(-1, k // 32, 32))  # fmt: skip
+    y = (D * d.astype(np.float64)[..., None]).sum(axis=1) * scale.double().numpy()
+    return y if bias is None else y + bias.double().numpy()
+
+
+@pytest.mark.parametrize(("k", "n"), [(32, 16), (96, 7), (1024, 1000), (256, 33)])
+def test_w8a8_scalar_matches_the_float64_arithmetic(k, n):
+    g = torch.Generator().manual_seed(k + n)
+    codes = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+    scale = torch.rand(n, generator=g) * 0.01
+    bias = torch.randn(n, generator=g)
+    for m, b in ((1, None), (3, bias)):
+        x = torch.randn(m, k, generator=g)
+        y = w4a8.linear8(x, w8a8_from_codes(codes, scale, b), isa="scalar").double().numpy()
+        ref = w8a8_reference(x, codes, scale, b)
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(not SIMD, reason=f"no SIMD path on this machine (paths: {ISAS})")
+@pytest.mark.parametrize("isa", SIMD)
+def test_w8a8_simd_paths_return_the_scalar_bits(isa):
+    g = torch.Generator().manual_seed(4)
+    for k, n in ((32, 16), (96, 7), (512, 1000), (1024, 33)):
+        # every code, -128 included (the AVX2 path's |w| = 128 case)
+        codes = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+        codes.view(-1)[:256] = torch.arange(-128, 128, dtype=torch.int8)[: codes.numel()]
+        w = w8a8_from_codes(codes, torch.rand(n, generator=g), torch.randn(n, generator=g))
+        for m in (1, 2, 3, 4, 5, 9):
+            x = torch.randn(m, k, generator=g) * 5
+            x[0, :32] = 127.0  # a block at +-127 in every slot: the largest sums
+            x[-1, -32:] = -127.0
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                try:
+                    assert torch.equal(w4a8.linear8(x, w, isa), w4a8.linear8(x, w, "scalar"))
+                finally:
+                    torch.set_num_threads(2)
+
+
+def test_w8a8_error_against_the_float_weights_is_within_both_roundings():
+    g = torch.Generator().manual_seed(8)
+    weight = torch.randn(300, 512, generator=g) * torch.rand(300, 1, generator=g)
+    x = torch.randn(4, 512, generator=g) * 3
+    w = w4a8.W8A8Weights.from_float(weight)
+    y = w4a8.linear8(x, w).double()
+    exact = x.double() @ weight.double().T
+    _, d, _ = w4a8.quantize_x(x)
+    d_k = d.double().repeat_interleave(32, dim=1)  # [M, K]
+    half_w = w.scale.double()[None, :] / 2  # |w - code * scale| <= scale / 2
+    # x w - xq d * c s = (x - xq d) w + xq d (w - c s): |.| <= d/2 |w| + |xq d| s/2
+    x_deq = torch.round(x.double() / d_k.clamp(min=1e-30)).clamp(-127, 127) * d_k
+    bound = (d_k / 2) @ weight.double().abs().T + x_deq.abs().sum(1, keepdim=True) * half_w
+    err = (y - exact).abs()
+    assert (err <= bound * (1 + 1e-6) + 1e-5 * exact.abs().max()).all()
+    assert err.max() > 0
+
+
+def test_w8a8_refuses_bad_sizes_and_isas():
+    with pytest.raises(ValueError, match="K a multiple of 32"):
+        w4a8.W8A8Weights.from_float(torch.randn(16, 48))
+    w = w4a8.W8A8Weights.from_float(torch.randn(16, 64))
+    with pytest.raises(ValueError, match="isa 'sse9' is not available"):
+        w4a8.linear8(torch.randn(1, 64), w, isa="sse9")
+    with pytest.raises(ValueError, match="x must be"):
+        w4a8.linear8(torch.randn(1, 32), w)

@@ -82,7 +82,9 @@ class NativeBackend(Backend):
         """``int8_decode`` (opt-in, CPU, INT4 LLMs): run the LLM's W4A16 layers on int8
         activations wherever fewer than ``kernels.W4A16_CPU_BLAS_MIN_M`` rows go through them
         (decode steps, short prompts), as llama.cpp's Q4_0 does: faster, and an approximation
-        of the W4A16 model (csrc/w4a8/w4a8.h). Longer prompts still prefill exactly."""
+        of the W4A16 model (csrc/w4a8/w4a8.h). The lm_head's decode rows read an int8 copy with
+        a scale per row, also on int8 activations (``w4a8.W8A8Weights``). Longer prompts still
+        prefill exactly."""
         self.model = model
         self.cfg = model.cfg
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else use_graphs
@@ -99,9 +101,14 @@ class NativeBackend(Backend):
         if not self.use_graphs:
             self._decoder, why = CpuDecoder.of(model.llm, self._fused, self._w4a8)
         self.stats["decode_step"] = "C++ LlamaDecoder" if self._decoder else f"torch ops ({why})"
-        self._lm_head16 = _lm_head_16bit(model.llm.lm_head)
+        head = model.llm.lm_head
+        self._lm_head16 = None if int8_decode else _lm_head_16bit(head)
         if self._lm_head16 is not None:
             self.stats["lm_head"] = f"{self._lm_head16.dtype} copy (exact) for decode"
+        self._lm_head8 = None  # int8_decode: W8A8 (int8 per row, as llama.cpp quantizes it)
+        if int8_decode and type(head) is torch.nn.Linear and head.in_features % 32 == 0:
+            self._lm_head8 = w4a8.W8A8Weights.from_float(head.weight, head.bias)
+            self.stats["lm_head"] = "int8 per row, int8 activations (W8A8, approximate) for decode"
         self._depth_weights = native.depth_weights(model.depth_transformer)
         self._codebooks = model.quantizer.stacked_codebooks().detach().contiguous()
         self._batch = self._len = 0
@@ -289,6 +296,10 @@ class NativeBackend(Backend):
     @torch.no_grad()
     def logits(self, hidden):
         head = self.model.llm.lm_head
+        rows = hidden.numel() // hidden.shape[-1]
+        if self._lm_head8 is not None and 1 <= rows < kernels.W4A16_CPU_BLAS_MIN_M:
+            h = hidden.reshape(rows, -1).float()
+            return w4a8.linear8(h, self._lm_head8).view(*hidden.shape[:-1], -1)
         if self._lm_head16 is not None and native.gemv_rows(hidden, self._lm_head16):
             return native.linear(hidden, self._lm_head16, head.bias)
         return _linear(head, hidden).float()

@@ -6,7 +6,9 @@ llama.cpp's Q4_0 does, and is an approximation of the W4A16 layer it is built fr
 of 32 activations is rounded to int8 against its own absolute maximum; see the header for the
 arithmetic and the error bound). The exact W4A16 path stays the default.
 
-``W4A8Weights.from_awq`` repacks a layer once; ``linear`` runs it on float32 rows. Plain
+``W4A8Weights.from_awq`` repacks a layer once; ``linear`` runs it on float32 rows.
+``W8A8Weights`` / ``linear8`` are the same with 8-bit weights and a scale per output row: the
+lm_head of that decode path (``native.quantize_rows_int8`` codes). Plain
 functions, not torch ops: the one caller is the native backend's C++ decode step, which takes
 the buffers by address (``vilau_rt.backends.cpu_decoder``); tests and bench/w4a16.py call these.
 """
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .kernels import _native
+from .native import quantize_rows_int8
 
 BLOCK = 32  # activations per int8 scale (kW4A8Block)
 
@@ -79,6 +82,39 @@ class W4A8Weights:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.zeros, self.scales))
 
 
+@dataclass(frozen=True)
+class W8A8Weights:
+    """int8 weights [N, K] with a float32 scale per row, repacked: codes8 uint8 [ceil(N/16),
+    K/4, 16, 4] (w + 128), scale float32 [N], bias float32 [N] or None."""
+
+    codes8: Tensor
+    scale: Tensor
+    bias: Tensor | None
+    k: int
+    n: int
+
+    @classmethod
+    @torch.no_grad()
+    def from_float(cls, weight: Tensor, bias: Tensor | None = None) -> W8A8Weights:
+        """Quantizes a float [N, K] weight per row (``native.quantize_rows_int8``: scale =
+        max|w| / 127, codes rounded to nearest) and repacks it; K % 32 == 0."""
+        codes, scale = quantize_rows_int8(weight)
+        n, k = codes.shape
+        codes8 = torch.empty((n + 15) // 16, k // 4, 16, 4, dtype=torch.uint8)
+        _native().w8a8_repack_cpu(
+            codes.data_ptr(), codes8.data_ptr(), n, k, torch.get_num_threads()
+        )
+        if bias is not None:
+            bias = bias.detach().float().contiguous()
+            if tuple(bias.shape) != (n,):
+                raise ValueError(f"w8a8: bias must be [{n}], got {tuple(bias.shape)}")
+        return cls(codes8, scale, bias, k, n)
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes8.numel() + self.scale.numel() * 4
+
+
 def quantize_x(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """x float32 [M, K] (CPU) -> (xq int8 [M, K], d float32 [M, K/32], s int32 [M, K/32]): per
     block of 32, d = max|x| / 127, xq = round(x * 127 / max|x|), s = the block's sum of xq."""
@@ -104,5 +140,19 @@ def linear(x: Tensor, w: W4A8Weights, isa: str = "auto") -> Tensor:
         xq.data_ptr(), d.data_ptr(), s.data_ptr(), w.codes.data_ptr(), w.zeros.data_ptr(),
         w.scales.data_ptr(), 0 if w.bias is None else w.bias.data_ptr(), y.data_ptr(),
         x.shape[0], w.k, w.n, w.group_size, torch.get_num_threads(), isa,
+    )  # fmt: skip
+    return y
+
+
+def linear8(x: Tensor, w: W8A8Weights, isa: str = "auto") -> Tensor:
+    """y float32 [M, N] = the W8A8 GEMV of x float32 [M, K] (``linear`` for 8-bit weights)."""
+    if x.dim() != 2 or x.shape[1] != w.k:
+        raise ValueError(f"w8a8: x must be [M, K = {w.k}], got {tuple(x.shape)}")
+    xq, d, s = quantize_x(x)
+    y = torch.empty(x.shape[0], w.n, dtype=torch.float32)
+    _native().w8a8_gemv_cpu(
+        xq.data_ptr(), d.data_ptr(), s.data_ptr(), w.codes8.data_ptr(), w.scale.data_ptr(),
+        0 if w.bias is None else w.bias.data_ptr(), y.data_ptr(), x.shape[0], w.k, w.n,
+        torch.get_num_threads(), isa,
     )  # fmt: skip
     return y
