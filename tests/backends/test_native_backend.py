@@ -227,3 +227,73 @@ def test_quantize_llm_swaps_in_w4a16_and_follows_the_dequantized_model(tiny_fixt
         TorchBackend(reference).forward(pair, torch.arange(3).expand(2, 3), 0),
         rtol=1e-4, atol=1e-4,
     )  # fmt: skip
+
+
+def _int8_activations(x: torch.Tensor) -> torch.Tensor:
+    """x rounded as csrc/w4a8/w4a8.h rounds it (per block of 32: int8 against max |x|), in
+    float64."""
+    xb = x.float().reshape(*x.shape[:-1], -1, 32)
+    amax = xb.abs().amax(-1, keepdim=True)
+    inv = torch.where(amax > 0, 127 / amax, torch.zeros_like(amax))
+    xq = torch.round(xb * inv).clamp(-127, 127)
+    return (xq.double() * (amax / 127).double()).reshape(x.shape)
+
+
+@torch.no_grad()
+def test_int8_decode_follows_an_int8_activation_emulation_of_the_int4_model(tiny_fixture):
+    """int8_decode: prefill of a short prompt (op-by-op W4A8), decode steps (the C++ decoder's
+    W4A8 parts) and the lm_head (W8A8) against the torch backend on a copy of the model whose
+    INT4 linears and lm_head compute in float64 on int8-rounded inputs (the header's arithmetic
+    written independently), and away from the exact INT4 model."""
+    from vilau_rt.model.awq import W4A16Linear
+    from vilau_rt.model.awq_format import unpack_gemm
+
+    model = _load(tiny_fixture, "cpu")
+    native = NativeBackend.from_model(model, quantize_llm=True, group_size=32, int8_decode=True)
+    assert native.stats["llm_weights"] == "W4A16 RTN g32, int8 activations below 65 rows (W4A8)"
+    assert "W8A8" in native.stats["lm_head"] and native._decoder is not None
+    exact = NativeBackend.from_model(model)  # the same INT4 layers, exact
+    reference = _load(tiny_fixture, "cpu")
+
+    def emulate(weight_kn: torch.Tensor):
+        return lambda _m, inputs, _out: (_int8_activations(inputs[0]) @ weight_kn).float()
+
+    for name, mod in model.llm.named_modules():
+        if isinstance(mod, W4A16Linear):
+            codes, zeros = unpack_gemm(mod.qweight, mod.qzeros)
+            g = mod.group_size
+            w = (
+                codes.double() - zeros.double().repeat_interleave(g, 0)
+            ) * mod.scales.double().repeat_interleave(g, 0)  # [K, N], unrounded
+            reference.llm.get_submodule(name).register_forward_hook(emulate(w))
+    codes, scale = native_ops.quantize_rows_int8(model.llm.lm_head.weight)
+    reference.llm.lm_head.register_forward_hook(
+        emulate((codes.double() * scale.double()[:, None]).T)
+    )
+    torch_ref = TorchBackend(reference)
+    embeds = torch.randn(
+        1, 5, model.cfg.llm.hidden_size, generator=torch.Generator().manual_seed(2)
+    )
+    rope = torch.arange(5)[None]
+    for backend in (native, torch_ref, exact):
+        backend.setup_cache(1, 8)
+    out = native.forward(embeds, rope, 0)
+    ref_out = torch_ref.forward(embeds, rope, 0)
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+    step = embeds[:, :1] * 0.5
+    got = native.logits(native.forward(step, torch.tensor([[5]]), 5)[:, -1])
+    want = torch_ref.logits(torch_ref.forward(step, torch.tensor([[5]]), 5)[:, -1])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    exact.forward(embeds, rope, 0)
+    exact_logits = exact.logits(exact.forward(step, torch.tensor([[5]]), 5)[:, -1])
+    assert (exact_logits - got).abs().max() > 10 * 1e-4  # the test can tell the two apart
+
+
+def test_int8_decode_is_refused_where_it_cannot_run(tiny_fixture):
+    from vilau_rt import Pipeline
+    from vilau_rt.errors import BackendError
+
+    with pytest.raises(BackendError, match="no INT4 layers"):
+        NativeBackend(_load(tiny_fixture, "cpu"), int8_decode=True)
+    with pytest.raises(BackendError, match="int8_decode runs on backend 'native'"):
+        Pipeline.from_pretrained(tiny_fixture, backend="torch", device="cpu", int8_decode=True)
