@@ -14,7 +14,9 @@ its own process (its peak RSS is its own), greedy, on the same ``--prompt-len`` 
 - decode tok/s: the remaining ``--new-tokens - 1`` tokens, one step each;
 - image s: one CFG-3 greedy image (every position of the grid), our engines only;
 - same tokens: the engine's greedy tokens equal transformers' fp32 tokens (float engines; INT4
-  tokens are compared with the float tokens of the same backend for information only).
+  tokens are compared with the float tokens of the same backend for information only, and
+  ``native-int4-int8``'s, an approximation of the INT4 model, with ``native-int4``'s: how many
+  leading tokens agree).
 
 Each figure is the median of ``--repeat`` runs after one warm-up run; with ``--rounds R`` every
 engine (llama.cpp included) runs R times in turn and the table gives the median over rounds, with
@@ -39,8 +41,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FLOAT_ENGINES = ("transformers", "torch", "native", "onnxruntime")
-INT4_ENGINES = ("torch-int4", "native-int4", "onnxruntime-int4")
-IMAGE_ENGINES = ("torch", "native", "torch-int4", "native-int4")
+# native-int4-int8: the INT4 checkpoint with int8_decode (int8 activations, int8 lm_head)
+INT4_ENGINES = ("torch-int4", "native-int4", "native-int4-int8", "onnxruntime-int4")
+IMAGE_ENGINES = ("torch", "native", "torch-int4", "native-int4", "native-int4-int8")
 
 
 def prompt_ids(vocab: int, n: int) -> list[int]:
@@ -83,13 +86,17 @@ def run_transformers(ckpt: Path, ids: list[int], new: int, repeat: int) -> dict:
     return {"runs": _time_runs(once, repeat)}
 
 
-def run_ours(ckpt: Path, backend: str, ids: list[int], new: int, repeat: int, image: bool):
+def run_ours(
+    ckpt: Path, backend: str, ids: list[int], new: int, repeat: int, image: bool, int8: bool
+):
     import torch
 
     from vilau_rt import Pipeline
     from vilau_rt.generate import ImageSettings, TextSettings, generate_codes, generate_text
 
-    pipe = Pipeline.from_pretrained(ckpt, backend=backend, cache_dir=ckpt.parent / "ort-cache")
+    pipe = Pipeline.from_pretrained(
+        ckpt, backend=backend, cache_dir=ckpt.parent / "ort-cache", int8_decode=int8
+    )
     be = pipe.backend
     settings = TextSettings(max_new_tokens=new, do_sample=False)
 
@@ -141,10 +148,10 @@ def child(args) -> None:
     if engine == "transformers":
         res = run_transformers(ckpt, ids, args.new_tokens, args.repeat)
     else:
-        backend = engine.removesuffix("-int4")
         res = run_ours(
-            ckpt, backend, ids, args.new_tokens, args.repeat, image=engine in IMAGE_ENGINES
-        )
+            ckpt, engine.split("-")[0], ids, args.new_tokens, args.repeat,
+            image=engine in IMAGE_ENGINES, int8=engine.endswith("-int8"),
+        )  # fmt: skip
     res["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(res))
 
@@ -213,7 +220,7 @@ def prepare(args, workdir: Path) -> tuple[Path, Path | None]:
         subprocess.run(
             ["vilau-rt", "write-checkpoint", "llm150m-32", str(ckpt)], check=True
         )  # fmt: skip
-    if not any(e.endswith("-int4") for e in args.engines):
+    if not any("-int4" in e for e in args.engines):
         return ckpt, None
     int4 = Path(args.int4) if args.int4 else workdir / "llm150m-32-int4"
     if not int4.is_dir():
@@ -311,7 +318,7 @@ def main() -> None:
         for _ in range(args.rounds):
             rows: list[dict] = []
             for engine in args.engines:
-                path = int4 if engine.endswith("-int4") else ckpt
+                path = int4 if "-int4" in engine else ckpt
                 row = run_child(engine, path, ids, args)
                 if row is not None:
                     rows.append(row)
@@ -326,6 +333,10 @@ def main() -> None:
         for r in rows:
             if r["engine"] in FLOAT_ENGINES[1:] or r["engine"].startswith("llama.cpp F32"):
                 r["same"] = "yes" if base and r["tokens"] == base["tokens"] else "NO"
+            elif r["engine"].endswith("-int8") and r["engine"][:-5] in by:
+                exact = by[r["engine"][:-5]]["tokens"]  # the same INT4 model, exact decode
+                n = next((i for i, (a, b) in enumerate(zip(r["tokens"], exact)) if a != b), None)
+                r["same"] = "= INT4" if n is None else f"INT4's first {n} tokens"
             elif r["engine"] in INT4_ENGINES and r["engine"][:-5] in by:
                 same = r["tokens"] == by[r["engine"][:-5]]["tokens"]
                 r["same"] = "= float" if same else "differs from float"
