@@ -36,7 +36,10 @@ std::vector<std::string> cpu_isas() {
 }
 
 std::string cpu_isa(const char* op, const std::string& isa) {
-  const std::vector<std::string> isas = cpu_isas();
+  return pick_isa(op, isa, cpu_isas());
+}
+
+std::string pick_isa(const char* op, const std::string& isa, const std::vector<std::string>& isas) {
   const std::string name = isa == "auto" ? isas.front() : isa;
   if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
     std::string known;

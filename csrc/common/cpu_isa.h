@@ -18,4 +18,7 @@ std::vector<std::string> cpu_isas();
 //! @throws std::invalid_argument "<op>: isa '<isa>' is not available here (...)".
 std::string cpu_isa(const char* op, const std::string& isa);
 
+//! cpu_isa against a kernel family's own list (@p isas, fastest first).
+std::string pick_isa(const char* op, const std::string& isa, const std::vector<std::string>& isas);
+
 }  // namespace vilau

@@ -77,16 +77,8 @@ void tiles8_scalar(const int8_t* xq, const float* d, const int32_t* /*s*/, int64
   }
 }
 
-//! @p isa checked against w4a8_cpu_isas(); the name to dispatch on.
 std::string isa_name(const char* op, const std::string& isa) {
-  const std::vector<std::string> isas = w4a8_cpu_isas();
-  const std::string name = isa == "auto" ? isas.front() : isa;
-  if (std::find(isas.begin(), isas.end(), name) == isas.end()) {
-    std::string known;
-    for (const auto& i : isas) known += (known.empty() ? "" : ", ") + i;
-    bad(std::string(op) + ": isa '" + isa + "' is not available here (" + known + ", auto)");
-  }
-  return name;
+  return pick_isa(op, isa, w4a8_cpu_isas());
 }
 
 w4a8::TilesFn tiles_fn(const std::string& isa) {
