@@ -15,7 +15,7 @@ its own process (its peak RSS is its own), greedy, on the same ``--prompt-len`` 
 - image s: one CFG-3 greedy image (every position of the grid), our engines only;
 - same tokens: the engine's greedy tokens equal transformers' fp32 tokens (float engines; INT4
   tokens are compared with the float tokens of the same backend for information only, and
-  ``native-int4-int8``'s, an approximation of the INT4 model, with ``native-int4``'s: how many
+  ``native-int4-a8``'s, an approximation of the INT4 model, with ``native-int4``'s: how many
   leading tokens agree).
 
 Each figure is the median of ``--repeat`` runs after one warm-up run; with ``--rounds R`` every
@@ -41,9 +41,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FLOAT_ENGINES = ("transformers", "torch", "native", "onnxruntime")
-# native-int4-int8: the INT4 checkpoint with int8_decode (int8 activations, int8 lm_head)
-INT4_ENGINES = ("torch-int4", "native-int4", "native-int4-int8", "onnxruntime-int4")
-IMAGE_ENGINES = ("torch", "native", "torch-int4", "native-int4", "native-int4-int8")
+# native-int4-a8: the INT4 checkpoint with int8_activations (int8 activations, int8 lm_head)
+INT4_ENGINES = ("torch-int4", "native-int4", "native-int4-a8", "onnxruntime-int4")
+IMAGE_ENGINES = ("torch", "native", "torch-int4", "native-int4", "native-int4-a8")
 
 
 def prompt_ids(vocab: int, n: int) -> list[int]:
@@ -95,7 +95,7 @@ def run_ours(
     from vilau_rt.generate import ImageSettings, TextSettings, generate_codes, generate_text
 
     pipe = Pipeline.from_pretrained(
-        ckpt, backend=backend, cache_dir=ckpt.parent / "ort-cache", int8_decode=int8
+        ckpt, backend=backend, cache_dir=ckpt.parent / "ort-cache", int8_activations=int8
     )
     be = pipe.backend
     settings = TextSettings(max_new_tokens=new, do_sample=False)
@@ -150,7 +150,7 @@ def child(args) -> None:
     else:
         res = run_ours(
             ckpt, engine.split("-")[0], ids, args.new_tokens, args.repeat,
-            image=engine in IMAGE_ENGINES, int8=engine.endswith("-int8"),
+            image=engine in IMAGE_ENGINES, int8=engine.endswith("-a8"),
         )  # fmt: skip
     res["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(res))
@@ -333,8 +333,8 @@ def main() -> None:
         for r in rows:
             if r["engine"] in FLOAT_ENGINES[1:] or r["engine"].startswith("llama.cpp F32"):
                 r["same"] = "yes" if base and r["tokens"] == base["tokens"] else "NO"
-            elif r["engine"].endswith("-int8") and r["engine"][:-5] in by:
-                exact = by[r["engine"][:-5]]["tokens"]  # the same INT4 model, exact decode
+            elif r["engine"].endswith("-a8") and r["engine"][:-3] in by:
+                exact = by[r["engine"][:-3]]["tokens"]  # the same INT4 model, exact W4A16
                 n = next((i for i, (a, b) in enumerate(zip(r["tokens"], exact)) if a != b), None)
                 r["same"] = "= INT4" if n is None else f"INT4's first {n} tokens"
             elif r["engine"] in INT4_ENGINES and r["engine"][:-5] in by:

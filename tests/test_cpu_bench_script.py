@@ -41,7 +41,7 @@ def test_cpu_llm_bench_runs_and_our_tokens_equal_transformers(tmp_path):
     assert "| native |" in proc.stdout
 
 
-def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_decode(tmp_path):
+def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_activations(tmp_path):
     from vilau_export.checkpoint_writer import write_checkpoint
 
     from vilau_rt.model.config import preset
@@ -57,15 +57,15 @@ def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_decode(tmp_p
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "cpu_llm.py"), "--checkpoint", str(ckpt),
-         "--int4", str(int4), "--engines", "native-int4", "native-int4-int8",
+         "--int4", str(int4), "--engines", "native-int4", "native-int4-a8",
          "--prompt-len", "12", "--new-tokens", "6", "--repeat", "1", "--threads", "1",
          "--json", str(out)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["engine"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"native-int4", "native-int4-int8"}, proc.stderr[-3000:]
-    agree = rows["native-int4-int8"]["same"]
+    assert set(rows) == {"native-int4", "native-int4-a8"}, proc.stderr[-3000:]
+    agree = rows["native-int4-a8"]["same"]
     assert agree == "= INT4" or agree.startswith("INT4's first "), agree
-    assert rows["native-int4-int8"]["image_s"] > 0
-    assert "| native-int4-int8 |" in proc.stdout
+    assert rows["native-int4-a8"]["image_s"] > 0
+    assert "| native-int4-a8 |" in proc.stdout

@@ -346,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "torch (reference), native (our kernels, CUDA graphs), "
                             "onnxruntime (exported ONNX bundle), tensorrt (bundle exported with "
                             "--target tensorrt)")  # fmt: skip
-            sp.add_argument("--int8-decode", action="store_true",
-                            help="INT4 checkpoints on the native CPU backend: decode with int8 "
-                            "activations and an int8 lm_head (faster, approximate; see README)")  # fmt: skip
+            sp.add_argument("--int8-activations", action="store_true",
+                            help="INT4 checkpoints on the native CPU backend: int8 activations "
+                            "and an int8 lm_head (faster, approximate; see README)")  # fmt: skip
         sp.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
         sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 

@@ -20,7 +20,7 @@ def positive_int(text: str) -> int:
 
 def pipeline_from_args(args):
     """The Pipeline of a command's --checkpoint/--backend/--device/--dtype/--siglip-config/
-    --int8-decode."""
+    --int8-activations."""
     import torch
 
     from .pipeline import Pipeline
@@ -28,5 +28,5 @@ def pipeline_from_args(args):
     dtype = getattr(torch, args.dtype) if args.dtype else None
     return Pipeline.from_pretrained(
         args.checkpoint, backend=args.backend, device=args.device, dtype=dtype,
-        siglip_config=args.siglip_config, int8_decode=getattr(args, "int8_decode", False),
+        siglip_config=args.siglip_config, int8_activations=getattr(args, "int8_activations", False),
     )  # fmt: skip

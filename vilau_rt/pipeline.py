@@ -153,7 +153,7 @@ class Pipeline:
         cache_dir: str | Path | None = None,
         max_context: int | None = None,
         check_finite: bool = True,
-        int8_decode: bool = False,
+        int8_activations: bool = False,
     ) -> Pipeline:
         """Load an official VILA-U checkpoint folder (or, for ``backend="onnxruntime"``, an
         exported bundle; a checkpoint is then exported on first use into ``cache_dir``).
@@ -167,15 +167,16 @@ class Pipeline:
         unsupported) on CUDA and float32 on the CPU. ``max_context`` caps the positions the
         static KV cache holds (default: the model's context length). ``check_finite=False``
         loads weights that hold NaN or infinity instead of refusing them.
-        ``int8_decode=True`` (``native`` on the CPU, INT4 checkpoints only) runs decode steps
-        with int8-quantized activations and an int8 lm_head, as llama.cpp's Q4_0 does: faster,
-        and an approximation of the INT4 model (bench/RESULTS.md has its token agreement).
+        ``int8_activations=True`` (``native`` on the CPU, INT4 checkpoints only) runs the INT4
+        layers on int8-rounded activations and the lm_head's decode rows on an int8 copy, as
+        llama.cpp's Q4_0 does: faster, and an approximation of the INT4 model (bench/RESULTS.md
+        has its token agreement).
         """
         path = resolve_checkpoint(path)  # a built-in name ("shapes-demo") or a folder
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is not available; choose one of {BACKENDS}")
-        if int8_decode and backend not in ("auto", "native"):
-            raise BackendError(f"int8_decode runs on backend 'native' (CPU), not {backend!r}")
+        if int8_activations and backend not in ("auto", "native"):
+            raise BackendError(f"int8_activations runs on backend 'native' (CPU), not {backend!r}")
         if backend == "tensorrt":  # a bundle exported with --target tensorrt
             from .backends.tensorrt_backend import TensorRTBackend
 
@@ -197,9 +198,9 @@ class Pipeline:
         dtype = dtype or default_dtype(device)
         if backend == "auto":
             backend = "native" if device.type == "cpu" else "torch"
-        if int8_decode and (backend != "native" or device.type != "cpu"):  # checked early too
+        if int8_activations and (backend != "native" or device.type != "cpu"):  # checked early too
             raise BackendError(
-                f"int8_decode runs on backend 'native' on the CPU; this is {backend!r} on {device}"
+                f"int8_activations runs on backend 'native' on the CPU; this is {backend!r} on {device}"
             )
         model = load_vilau(
             path, dtype=dtype, device=device, siglip_config=siglip_config, check_finite=check_finite
@@ -208,7 +209,7 @@ class Pipeline:
         if backend == "native":
             from .backends.native_backend import NativeBackend
 
-            nb = NativeBackend.from_model(model, int8_decode=int8_decode)
+            nb = NativeBackend.from_model(model, int8_activations=int8_activations)
             return cls(nb, tokenizer, Path(path), max_context)
         return cls(TorchBackend(model), tokenizer, Path(path), max_context)
 

@@ -21,6 +21,7 @@ from vilau_rt.generate import (
     splice_images,
 )
 from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.ops import kernels
 from vilau_rt.ops import native as native_ops
 from vilau_rt.sampling import sample_codes
 
@@ -240,8 +241,8 @@ def _int8_activations(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_int8_decode_follows_an_int8_activation_emulation_of_the_int4_model(tiny_fixture):
-    """int8_decode: prefill of a short prompt (op-by-op W4A8), decode steps (the C++ decoder's
+def test_int8_activations_follows_an_int8_activation_emulation_of_the_int4_model(tiny_fixture):
+    """int8_activations: prefill of a prompt (op-by-op W4A8), decode steps (the C++ decoder's
     W4A8 parts) and the lm_head (W8A8) against the torch backend on a copy of the model whose
     INT4 linears and lm_head compute in float64 on int8-rounded inputs (the header's arithmetic
     written independently), and away from the exact INT4 model."""
@@ -249,8 +250,10 @@ def test_int8_decode_follows_an_int8_activation_emulation_of_the_int4_model(tiny
     from vilau_rt.model.awq_format import unpack_gemm
 
     model = _load(tiny_fixture, "cpu")
-    native = NativeBackend.from_model(model, quantize_llm=True, group_size=32, int8_decode=True)
-    assert native.stats["llm_weights"] == "W4A16 RTN g32, int8 activations below 65 rows (W4A8)"
+    native = NativeBackend.from_model(
+        model, quantize_llm=True, group_size=32, int8_activations=True
+    )
+    assert native.stats["llm_weights"] == "W4A16 RTN g32, int8 activations (W4A8)"
     assert "W8A8" in native.stats["lm_head"] and native._decoder is not None
     exact = NativeBackend.from_model(model)  # the same INT4 layers, exact
     reference = _load(tiny_fixture, "cpu")
@@ -271,29 +274,31 @@ def test_int8_decode_follows_an_int8_activation_emulation_of_the_int4_model(tiny
         emulate((codes.double() * scale.double()[:, None]).T)
     )
     torch_ref = TorchBackend(reference)
+    # a prompt of 70 rows: more than the exact path's BLAS threshold, W4A8 all the same
+    T = kernels.W4A16_CPU_BLAS_MIN_M + 5
     embeds = torch.randn(
-        1, 5, model.cfg.llm.hidden_size, generator=torch.Generator().manual_seed(2)
+        1, T, model.cfg.llm.hidden_size, generator=torch.Generator().manual_seed(2)
     )
-    rope = torch.arange(5)[None]
+    rope = torch.arange(T)[None]
     for backend in (native, torch_ref, exact):
-        backend.setup_cache(1, 8)
+        backend.setup_cache(1, T + 3)
     out = native.forward(embeds, rope, 0)
     ref_out = torch_ref.forward(embeds, rope, 0)
     torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
     step = embeds[:, :1] * 0.5
-    got = native.logits(native.forward(step, torch.tensor([[5]]), 5)[:, -1])
-    want = torch_ref.logits(torch_ref.forward(step, torch.tensor([[5]]), 5)[:, -1])
+    got = native.logits(native.forward(step, torch.tensor([[T]]), T)[:, -1])
+    want = torch_ref.logits(torch_ref.forward(step, torch.tensor([[T]]), T)[:, -1])
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     exact.forward(embeds, rope, 0)
-    exact_logits = exact.logits(exact.forward(step, torch.tensor([[5]]), 5)[:, -1])
+    exact_logits = exact.logits(exact.forward(step, torch.tensor([[T]]), T)[:, -1])
     assert (exact_logits - got).abs().max() > 10 * 1e-4  # the test can tell the two apart
 
 
-def test_int8_decode_is_refused_where_it_cannot_run(tiny_fixture):
+def test_int8_activations_is_refused_where_it_cannot_run(tiny_fixture):
     from vilau_rt import Pipeline
     from vilau_rt.errors import BackendError
 
     with pytest.raises(BackendError, match="no INT4 layers"):
-        NativeBackend(_load(tiny_fixture, "cpu"), int8_decode=True)
-    with pytest.raises(BackendError, match="int8_decode runs on backend 'native'"):
-        Pipeline.from_pretrained(tiny_fixture, backend="torch", device="cpu", int8_decode=True)
+        NativeBackend(_load(tiny_fixture, "cpu"), int8_activations=True)
+    with pytest.raises(BackendError, match="int8_activations runs on backend 'native'"):
+        Pipeline.from_pretrained(tiny_fixture, backend="torch", device="cpu", int8_activations=True)

@@ -78,22 +78,22 @@ def _device_sampling(sample) -> CodeSampling | None:
 class NativeBackend(Backend):
     name = "native"
 
-    def __init__(self, model: VilaU, *, use_graphs: bool | None = None, int8_decode: bool = False):
-        """``int8_decode`` (opt-in, CPU, INT4 LLMs): run the LLM's W4A16 layers on int8
-        activations wherever fewer than ``kernels.W4A16_CPU_BLAS_MIN_M`` rows go through them
-        (decode steps, short prompts), as llama.cpp's Q4_0 does: faster, and an approximation
-        of the W4A16 model (csrc/w4a8/w4a8.h). The lm_head's decode rows read an int8 copy with
-        a scale per row, also on int8 activations (``w4a8.W8A8Weights``). Longer prompts still
-        prefill exactly."""
+    def __init__(
+        self, model: VilaU, *, use_graphs: bool | None = None, int8_activations: bool = False
+    ):
+        """``int8_activations`` (opt-in, CPU, INT4 LLMs): the LLM's W4A16 layers run on
+        activations rounded to int8 (W4A8, csrc/w4a8/w4a8.h), in prefill and decode, and the
+        lm_head's decode rows on an int8 copy of it (W8A8), as llama.cpp's Q4_0 does: faster, and
+        an approximation of the W4A16 model."""
         self.model = model
         self.cfg = model.cfg
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else use_graphs
         if self.use_graphs and self.device.type != "cuda":
             raise BackendError(f"CUDA graphs need a CUDA model, this one is on {self.device}")
         self.stats: dict = {"depth_path": None, "llm_graphs": 0, "depth_graphs": 0}
-        self.int8_decode = int8_decode
-        self._w4a8 = _w4a8_layers(model.llm, self.device) if int8_decode else {}
-        if int8_decode:  # each layer reads its W4A8 copy; no fused W4A16 copies besides
+        self.int8_activations = int8_activations
+        self._w4a8 = _w4a8_layers(model.llm, self.device) if int8_activations else {}
+        if int8_activations:  # each layer reads its W4A8 copy; no fused W4A16 copies besides
             self._fused = [_FusedLayer(None, None) for _ in model.llm.model.layers]
         else:
             self._fused = [_FusedLayer.of(layer) for layer in model.llm.model.layers]
@@ -102,11 +102,11 @@ class NativeBackend(Backend):
             self._decoder, why = CpuDecoder.of(model.llm, self._fused, self._w4a8)
         self.stats["decode_step"] = "C++ LlamaDecoder" if self._decoder else f"torch ops ({why})"
         head = model.llm.lm_head
-        self._lm_head16 = None if int8_decode else _lm_head_16bit(head)
+        self._lm_head16 = None if int8_activations else _lm_head_16bit(head)
         if self._lm_head16 is not None:
             self.stats["lm_head"] = f"{self._lm_head16.dtype} copy (exact) for decode"
-        self._lm_head8 = None  # int8_decode: W8A8 (int8 per row, as llama.cpp quantizes it)
-        if int8_decode and type(head) is torch.nn.Linear and head.in_features % 32 == 0:
+        self._lm_head8 = None  # int8_activations: W8A8 (int8 per row, as llama.cpp quantizes it)
+        if int8_activations and type(head) is torch.nn.Linear and head.in_features % 32 == 0:
             self._lm_head8 = w4a8.W8A8Weights.from_float(head.weight, head.bias)
             self.stats["lm_head"] = "int8 per row, int8 activations (W8A8, approximate) for decode"
         self._depth_weights = native.depth_weights(model.depth_transformer)
@@ -123,7 +123,7 @@ class NativeBackend(Backend):
     @classmethod
     def from_model(
         cls, model: VilaU, *, quantize_llm: bool = False, group_size: int = 128, **kw
-    ) -> NativeBackend:  # kw: __init__'s (use_graphs, int8_decode)
+    ) -> NativeBackend:  # kw: __init__'s (use_graphs, int8_activations)
         """A backend over ``model`` (its modules are used in place). ``quantize_llm`` swaps the
         LLM's q/k/v/o/gate/up/down linears for ``W4A16Linear`` quantized by round-to-nearest
         (``vilau_rt.model.awq_format.quantize_tensor``, no activation-aware search: for a
@@ -137,9 +137,8 @@ class NativeBackend(Backend):
         else:  # as loaded: float, or an AWQ checkpoint's W4A16 layers
             int4 = next((m for m in model.llm.modules() if isinstance(m, W4A16Linear)), None)
             backend.stats["llm_weights"] = f"W4A16 g{int4.group_size}" if int4 else "float"
-        if backend.int8_decode:
-            backend.stats["llm_weights"] += ", int8 activations below "
-            backend.stats["llm_weights"] += f"{kernels.W4A16_CPU_BLAS_MIN_M} rows (W4A8)"
+        if backend.int8_activations:
+            backend.stats["llm_weights"] += ", int8 activations (W4A8)"
         return backend
 
     @property
@@ -253,12 +252,12 @@ class NativeBackend(Backend):
         return llm.model.norm(x)
 
     def _linear(self, module, x):
-        """One LLM linear of the op-by-op step: its W4A8 copy (int8_decode) where that serves x,
+        """One LLM linear of the op-by-op step: its W4A8 copy (int8_activations; at every row
+        count, prefill included: it beats dequantize + BLAS 2-6x up to 256 rows, bench/RESULTS.md),
         else ``_linear``."""
         w = self._w4a8.get(module)
-        rows = x.numel() // x.shape[-1]
-        if w is not None and 1 <= rows < kernels.W4A16_CPU_BLAS_MIN_M:
-            return w4a8.linear(x.reshape(rows, -1), w).view(*x.shape[:-1], w.n)
+        if w is not None and x.numel():
+            return w4a8.linear(x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.n)
         return _linear(module, x)
 
     @torch.no_grad()
@@ -389,7 +388,7 @@ class NativeBackend(Backend):
 def _w4a8_layers(llm, device) -> dict:
     """{W4A16Linear: its W4A8Weights} for every INT4 linear of a CPU float32 LLM; BackendError
     naming what stands in the way otherwise."""
-    need = "int8_decode runs an INT4 (AWQ) LLM on the CPU"
+    need = "int8_activations runs an INT4 (AWQ) LLM on the CPU"
     if device.type != "cpu" or llm.model.norm.weight.dtype != torch.float32:
         raise BackendError(
             f"{need} in float32; this one is {llm.model.norm.weight.dtype} on {device}"
@@ -400,9 +399,9 @@ def _w4a8_layers(llm, device) -> dict:
             continue
         if m.out_features % 16 or m.group_size % 32 or m.in_features % 32:
             raise BackendError(
-                f"int8_decode: {name} is [{m.out_features}, {m.in_features}] with group size "
+                f"int8_activations: {name} is [{m.out_features}, {m.in_features}] with group size "
                 f"{m.group_size}; the W4A8 GEMV needs out_features % 16, in_features % 32 and "
-                "group_size % 32 to be 0 (run without int8_decode)"
+                "group_size % 32 to be 0 (run without int8_activations)"
             )
         out[m] = w4a8.W4A8Weights.from_awq(m.qweight, m.qzeros, m.scales, m.bias, m.group_size)
     if not out:

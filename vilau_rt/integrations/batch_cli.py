@@ -163,7 +163,7 @@ def cmd_batch(args) -> None:
     import json
 
     pipeline_kwargs = {"backend": args.backend, "device": args.device, "dtype": args.dtype,
-                       "siglip_config": args.siglip_config, "int8_decode": args.int8_decode}  # fmt: skip
+                       "siglip_config": args.siglip_config, "int8_activations": args.int8_activations}  # fmt: skip
     summary = run_batch(
         args.task, args.checkpoint, args.input, args.out, workers=args.workers,
         batch_size=args.batch_size, prompt=getattr(args, "prompt", None),

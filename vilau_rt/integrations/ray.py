@@ -116,12 +116,12 @@ class _Actor:
     """One Pipeline, loaded once per actor (Ray calls ``__init__`` once per actor process)."""
 
     def __init__(self, checkpoint: str, backend: str = "auto", device: str | None = None,
-                 dtype: str | None = None, siglip_config=None, int8_decode: bool = False):  # fmt: skip
+                 dtype: str | None = None, siglip_config=None, int8_activations: bool = False):  # fmt: skip
         from ..pipeline import Pipeline
 
         self.pipe = Pipeline.from_pretrained(
             checkpoint, backend=backend, device=device, dtype=dtype, siglip_config=siglip_config,
-            int8_decode=int8_decode,
+            int8_activations=int8_activations,
         )  # fmt: skip
 
     def _batched(self, images, batch_fn, fn) -> tuple[list, list]:

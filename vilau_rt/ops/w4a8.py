@@ -1,7 +1,7 @@
 """W4A8 on the CPU: AutoAWQ 4-bit weights times int8-quantized activations (csrc/w4a8/w4a8.h).
 
-The opt-in fast path of an INT4 model's decode step (``Pipeline.from_pretrained(...,
-int8_decode=True)``): it sums 4-bit codes times int8 activations with integer dot products, as
+The opt-in fast path of an INT4 model on the CPU (``Pipeline.from_pretrained(...,
+int8_activations=True)``): it sums 4-bit codes times int8 activations with integer dot products, as
 llama.cpp's Q4_0 does, and is an approximation of the W4A16 layer it is built from (each block
 of 32 activations is rounded to int8 against its own absolute maximum; see the header for the
 arithmetic and the error bound). The exact W4A16 path stays the default.
@@ -9,8 +9,9 @@ arithmetic and the error bound). The exact W4A16 path stays the default.
 ``W4A8Weights.from_awq`` repacks a layer once; ``linear`` runs it on float32 rows.
 ``W8A8Weights`` / ``linear8`` are the same with 8-bit weights and a scale per output row: the
 lm_head of that decode path (``native.quantize_rows_int8`` codes). Plain
-functions, not torch ops: the one caller is the native backend's C++ decode step, which takes
-the buffers by address (``vilau_rt.backends.cpu_decoder``); tests and bench/w4a16.py call these.
+functions, not torch ops: the callers are the native backend (its op-by-op step, and its C++
+decode step, which takes the buffers by address: ``vilau_rt.backends.cpu_decoder``), the tests
+and bench/w4a16.py.
 """
 
 from __future__ import annotations
