@@ -32,5 +32,16 @@ void tiles_avx2(const int8_t* xq, const float* d, const int32_t* s, int64_t m, i
                 const uint16_t* scales, int64_t t0, int64_t t1, float* out);
 #endif
 
+#if defined(__aarch64__)
+bool cpu_has_dotprod();  //!< Armv8.2 dot product (getauxval(AT_HWCAP) & HWCAP_ASIMDDP)
+void tiles_neon_dotprod(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                        int64_t n, int64_t group_size, const uint8_t* codes,
+                        const uint8_t* zeros, const uint16_t* scales, int64_t t0, int64_t t1,
+                        float* out);
+void tiles8_neon_dotprod(const int8_t* xq, const float* d, const int32_t* s, int64_t m,
+                         int64_t k, const uint8_t* codes8, int64_t t0, int64_t t1, float* out,
+                         int64_t ldo);
+#endif
+
 }  // namespace w4a8
 }  // namespace vilau
