@@ -1,12 +1,15 @@
-// ISA paths of the W4A8 GEMV (w4a8.h), chosen at run time: AVX-512 VNNI and AVX2 on x86-64. The
-// integer dot products are exact, so only the float epilogue has an order to keep: per block
-// fma(float(D), d, a), per group fma(a, scale, acc), as the scalar reference in w4a8_cpu.cpp.
+// ISA paths of the W4A8 and W8A8 GEMVs (w4a8.h), chosen at run time: AVX-512 VNNI and AVX2 on
+// x86-64, NEON with the Armv8.2 dot product (sdot) on aarch64. The integer dot products are
+// exact, so only the float epilogue has an order to keep: per block fma(float(D), d, a), per
+// group fma(a, scale, acc), as the scalar reference in w4a8_cpu.cpp.
 //
 // A 64-byte chunk of the layout holds 4 k-consecutive codes of 16 columns in each nibble half, so
 // one lane of a 512-bit vector is one output column: vpdpbusd multiplies the chunk's low nibbles
 // (unsigned) by 4 broadcast int8 activations and adds the 4 products into that column's int32
 // sum. Per 128 weights of a column that is a load, two ands, a shift and two vpdpbusd, against
-// the W4A16 packed GEMV's 8 lookups and 8 float FMAs.
+// the W4A16 packed GEMV's 8 lookups and 8 float FMAs. NEON's sdot (signed x signed, 4 products
+// per int32 lane; codes 0..15 are valid int8) does the same on a 16-byte quarter of the chunk,
+// 4 columns, with the 4 activations taken from a lane of the x register (vdotq_laneq_s32).
 #include "w4a8/w4a8_simd.h"
 
 #include <cstring>

@@ -1,5 +1,6 @@
-// Tile kernels of the CPU W4A8 GEMV (internal to csrc/w4a8; arithmetic and layout in w4a8.h, the
-// scalar reference in w4a8_cpu.cpp).
+// Tile kernels of the CPU W4A8 and W8A8 GEMVs (internal to csrc/w4a8; arithmetic and layout in
+// w4a8.h, the scalar reference in w4a8_cpu.cpp): "avx512vnni" and "avx2" on x86-64,
+// "neon-dotprod" on aarch64 (only where cpu_has_dotprod()).
 #pragma once
 
 #include <cstdint>
