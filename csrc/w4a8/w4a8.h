@@ -9,8 +9,8 @@
 // opt-in: it is faster and it is an approximation (the activation rounding below), never the
 // default path.
 //
-// Arithmetic (every instruction-set path returns these bits: AVX-512 VNNI, AVX2, NEON dot product,
-// scalar; w4a8_cpu_isas). Sizes as in w4a16.h: M rows, K in,
+// Arithmetic (every instruction-set path returns these bits: AVX-512 VNNI, AVX2, NEON with and
+// without the dot product, scalar; w4a8_cpu_isas). Sizes as in w4a16.h: M rows, K in,
 // N out, G group size; B = 32 is the activation block.
 //   x quantization, per row r and block b of 32 values (w4a8_quantize_x):
 //     amax = max |x|; d[r, b] = amax / 127 (float32 division);
@@ -69,8 +69,8 @@ void w4a8_quantize_x(const float* x, int8_t* xq, float* d, int32_t* s, int64_t m
 
 //! Paths this machine runs, fastest first, "scalar" (the reference) last. Names:
 //! "avx512vnni" (AVX-512 F/BW/VL + VNNI), "avx2" (AVX2 + FMA + F16C) on x86-64; "neon-dotprod"
-//! (aarch64 with the Armv8.2 dot product, HWCAP_ASIMDDP: Jetson Orin, Raspberry Pi 5; not a
-//! Cortex-A72) on aarch64; "scalar". Every path returns the scalar path's bits.
+//! (the Armv8.2 dot product, HWCAP_ASIMDDP: Jetson Orin, Raspberry Pi 5; not a Cortex-A72) and
+//! "neon" (every aarch64 CPU) on aarch64; "scalar". Every path returns the scalar path's bits.
 std::vector<std::string> w4a8_cpu_isas();
 
 //! y float32 [M, N] from quantized activations (w4a8_quantize_x) and repacked weights;

@@ -97,6 +97,7 @@ w4a8::TilesFn tiles_fn(const std::string& isa) {
 #endif
 #if defined(__aarch64__)
   if (name == "neon-dotprod") return w4a8::tiles_neon_dotprod;
+  if (name == "neon") return w4a8::tiles_neon;
 #endif
   return tiles_scalar;
 }
@@ -109,6 +110,7 @@ w4a8::Tiles8Fn tiles8_fn(const std::string& isa) {
 #endif
 #if defined(__aarch64__)
   if (name == "neon-dotprod") return w4a8::tiles8_neon_dotprod;
+  if (name == "neon") return w4a8::tiles8_neon;
 #endif
   return tiles8_scalar;
 }
@@ -142,6 +144,7 @@ std::vector<std::string> w4a8_cpu_isas() {
 #endif
 #if defined(__aarch64__)
   if (w4a8::cpu_has_dotprod()) isas.push_back("neon-dotprod");
+  isas.push_back("neon");  // part of every aarch64 CPU
 #endif
   isas.push_back("scalar");
   return isas;

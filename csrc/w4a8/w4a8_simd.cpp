@@ -1,7 +1,7 @@
 // ISA paths of the W4A8 and W8A8 GEMVs (w4a8.h), chosen at run time: AVX-512 VNNI and AVX2 on
-// x86-64, NEON with the Armv8.2 dot product (sdot) on aarch64. The integer dot products are
-// exact, so only the float epilogue has an order to keep: per block fma(float(D), d, a), per
-// group fma(a, scale, acc), as the scalar reference in w4a8_cpu.cpp.
+// x86-64, NEON with the Armv8.2 dot product (sdot) and without it (smull) on aarch64. The
+// integer dot products are exact, so only the float epilogue has an order to keep: per block
+// fma(float(D), d, a), per group fma(a, scale, acc), as the scalar reference in w4a8_cpu.cpp.
 //
 // A 64-byte chunk of the layout holds 4 k-consecutive codes of 16 columns in each nibble half, so
 // one lane of a 512-bit vector is one output column: vpdpbusd multiplies the chunk's low nibbles
@@ -434,6 +434,145 @@ VILAU_DOTPROD void pass8_dotprod(const int8_t* xq, const float* d, const int32_t
     for (int q = 0; q < 4; ++q) vst1q_f32(out + r * ldo + 4 * q, a[r][q]);
 }
 
+
+// ---- "neon": Armv8.0 NEON without the dot product (Raspberry Pi 4's Cortex-A72). smull/smlal
+// multiply 8 int8 pairs into int16 lanes; the 4 products of a column sit in 4 adjacent int16
+// lanes, which saddlp and addp reduce to the column's int32 lane once per block.
+
+//! The 4 activations of int32 lane L of @p x broadcast to all 4 lanes (as 16 int8).
+template <int L>
+inline int8x16_t broadcast4(int8x16_t x) {
+  return vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x), L));
+}
+
+//! W4A8 chunk C (0..3) of a block (see chunk_dotprod) into int16 sums: p[r][q][0] holds columns
+//! 4q, 4q + 1 (4 lanes each), p[r][q][1] columns 4q + 2, 4q + 3. A block adds 8 products of at
+//! most 15 * 127 to a lane: |sum| <= 15240, no int16 overflow.
+template <int R, int C>
+inline void chunk_neon(const uint8_t* chunk, const int8x16_t (*x)[2], int16x8_t (*p)[4][2]) {
+  const uint8x16_t low = vdupq_n_u8(0x0f);
+  int8x16_t xl[R], xh[R];
+  for (int r = 0; r < R; ++r) {
+    xl[r] = broadcast4<2 * (C % 2)>(x[r][C / 2]);
+    xh[r] = broadcast4<2 * (C % 2) + 1>(x[r][C / 2]);
+  }
+  for (int q = 0; q < 4; ++q) {
+    const uint8x16_t v = vld1q_u8(chunk + 16 * q);
+    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, low));
+    const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+    for (int r = 0; r < R; ++r) {
+      p[r][q][0] = vmlal_s8(p[r][q][0], vget_low_s8(lo), vget_low_s8(xl[r]));
+      p[r][q][1] = vmlal_high_s8(p[r][q][1], lo, xl[r]);
+      p[r][q][0] = vmlal_s8(p[r][q][0], vget_low_s8(hi), vget_low_s8(xh[r]));
+      p[r][q][1] = vmlal_high_s8(p[r][q][1], hi, xh[r]);
+    }
+  }
+}
+
+//! pass_dotprod with chunk_neon's int16 sums, reduced to a column per int32 lane per block.
+template <int R>
+void pass_neon(const int8_t* xq, const float* d, const int32_t* s, int64_t k, int64_t n,
+               int64_t group_size, const uint8_t* tile, const uint8_t* zeros,
+               const uint16_t* scales, float* out) {
+  const int64_t blocks = k / kW4A8Block, bpg = group_size / kW4A8Block;
+  float32x4_t acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < 4; ++q) acc[r][q] = vdupq_n_f32(0.0f);
+  for (int64_t g = 0; g < k / group_size; ++g) {
+    int32x4_t z[4];
+    zeros_neon(zeros + 16 * g, z);
+    float32x4_t a[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < 4; ++q) a[r][q] = vdupq_n_f32(0.0f);
+    for (int64_t b = g * bpg; b < (g + 1) * bpg; ++b) {
+      int8x16_t x[R][2];
+      int16x8_t p[R][4][2];
+      for (int r = 0; r < R; ++r) {
+        x[r][0] = vld1q_s8(xq + r * k + kW4A8Block * b);
+        x[r][1] = vld1q_s8(xq + r * k + kW4A8Block * b + 16);
+        for (int q = 0; q < 4; ++q) p[r][q][0] = p[r][q][1] = vdupq_n_s16(0);
+      }
+      const uint8_t* block = tile + 4 * b * 64;
+      chunk_neon<R, 0>(block, x, p);
+      chunk_neon<R, 1>(block + 64, x, p);
+      chunk_neon<R, 2>(block + 128, x, p);
+      chunk_neon<R, 3>(block + 192, x, p);
+      for (int r = 0; r < R; ++r) {
+        const int32x4_t sb = vdupq_n_s32(s[r * blocks + b]);
+        const float32x4_t db = vdupq_n_f32(d[r * blocks + b]);
+        for (int q = 0; q < 4; ++q) {
+          const int32x4_t dot = vpaddq_s32(vpaddlq_s16(p[r][q][0]), vpaddlq_s16(p[r][q][1]));
+          const int32x4_t D = vmlsq_s32(dot, z[q], sb);
+          a[r][q] = vfmaq_f32(a[r][q], vcvtq_f32_s32(D), db);
+        }
+      }
+    }
+    float32x4_t sc[4];
+    scales_neon(scales + 16 * g, sc);
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < 4; ++q) acc[r][q] = vfmaq_f32(acc[r][q], a[r][q], sc[q]);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < 4; ++q) vst1q_f32(out + r * n + 4 * q, acc[r][q]);
+}
+
+//! W8A8 chunks C and C + 1 (C even) of a block into the int32 pair sums p[r][q][h] (lanes: the
+//! two halves of columns 4q + 2h, 4q + 2h + 1): w as int8 (code xor 0x80) times x. |w| <= 128 and
+//! |xq| <= 127, so the two products of an int16 lane stay within +-32512 before saddlp widens.
+template <int R, int C>
+inline void chunk8_neon(const uint8_t* chunk, const int8x16_t (*x)[2], int32x4_t (*p)[4][2]) {
+  const uint8x16_t flip = vdupq_n_u8(0x80);
+  int8x16_t x0[R], x1[R];
+  for (int r = 0; r < R; ++r) {
+    x0[r] = broadcast4<C % 4>(x[r][C / 4]);
+    x1[r] = broadcast4<(C + 1) % 4>(x[r][(C + 1) / 4]);
+  }
+  for (int q = 0; q < 4; ++q) {
+    const int8x16_t w0 = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(chunk + 16 * q), flip));
+    const int8x16_t w1 = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(chunk + 64 + 16 * q), flip));
+    for (int r = 0; r < R; ++r) {
+      const int16x8_t lo = vmlal_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0[r])),
+                                    vget_low_s8(w1), vget_low_s8(x1[r]));
+      const int16x8_t hi = vmlal_high_s8(vmull_high_s8(w0, x0[r]), w1, x1[r]);
+      p[r][q][0] = vpadalq_s16(p[r][q][0], lo);
+      p[r][q][1] = vpadalq_s16(p[r][q][1], hi);
+    }
+  }
+}
+
+//! pass8_dotprod with chunk8_neon's pair sums, reduced to a row per int32 lane per block.
+template <int R>
+void pass8_neon(const int8_t* xq, const float* d, const int32_t* /*s*/, int64_t k,
+                const uint8_t* tile, float* out, int64_t ldo) {
+  const int64_t blocks = k / kW4A8Block;
+  float32x4_t a[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < 4; ++q) a[r][q] = vdupq_n_f32(0.0f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    int8x16_t x[R][2];
+    int32x4_t p[R][4][2];
+    for (int r = 0; r < R; ++r) {
+      x[r][0] = vld1q_s8(xq + r * k + kW4A8Block * b);
+      x[r][1] = vld1q_s8(xq + r * k + kW4A8Block * b + 16);
+      for (int q = 0; q < 4; ++q) p[r][q][0] = p[r][q][1] = vdupq_n_s32(0);
+    }
+    const uint8_t* block = tile + 8 * b * 64;
+    chunk8_neon<R, 0>(block, x, p);
+    chunk8_neon<R, 2>(block + 128, x, p);
+    chunk8_neon<R, 4>(block + 256, x, p);
+    chunk8_neon<R, 6>(block + 384, x, p);
+    for (int r = 0; r < R; ++r) {
+      const float32x4_t db = vdupq_n_f32(d[r * blocks + b]);
+      for (int q = 0; q < 4; ++q) {
+        const int32x4_t D = vpaddq_s32(p[r][q][0], p[r][q][1]);
+        a[r][q] = vfmaq_f32(a[r][q], vcvtq_f32_s32(D), db);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < 4; ++q) vst1q_f32(out + r * ldo + 4 * q, a[r][q]);
+}
+
 }  // namespace
 
 void tiles_neon_dotprod(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
@@ -448,6 +587,18 @@ void tiles8_neon_dotprod(const int8_t* xq, const float* d, const int32_t* s, int
                          int64_t k, const uint8_t* codes8, int64_t t0, int64_t t1, float* out,
                          int64_t ldo) {
   tiles8<2, pass8_dotprod<1>, pass8_dotprod<2>>(xq, d, s, m, k, codes8, t0, t1, out, ldo);
+}
+
+void tiles_neon(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
+                const uint16_t* scales, int64_t t0, int64_t t1, float* out) {
+  tiles<2, pass_neon<1>, pass_neon<2>>(xq, d, s, m, k, n, group_size, codes, zeros, scales, t0,
+                                       t1, out);
+}
+
+void tiles8_neon(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                 const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo) {
+  tiles8<2, pass8_neon<1>, pass8_neon<2>>(xq, d, s, m, k, codes8, t0, t1, out, ldo);
 }
 
 #endif  // aarch64
