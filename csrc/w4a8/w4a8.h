@@ -9,7 +9,8 @@
 // opt-in: it is faster and it is an approximation (the activation rounding below), never the
 // default path.
 //
-// Arithmetic (every instruction-set path returns these bits). Sizes as in w4a16.h: M rows, K in,
+// Arithmetic (every instruction-set path returns these bits: AVX-512 VNNI, AVX2, NEON with and
+// without the dot product, scalar; w4a8_cpu_isas). Sizes as in w4a16.h: M rows, K in,
 // N out, G group size; B = 32 is the activation block.
 //   x quantization, per row r and block b of 32 values (w4a8_quantize_x):
 //     amax = max |x|; d[r, b] = amax / 127 (float32 division);
@@ -30,7 +31,8 @@
 //          column i) = code(8c + j, 16t + i) | code(8c + 4 + j, 16t + i) << 4. One 64-byte chunk
 //          is the 4-byte groups of 16 columns that one vpdpbusd multiplies by 4 broadcast
 //          activations (low nibbles: k = 8c..8c+3, high nibbles: 8c+4..8c+7), so each lane of
-//          the accumulator is one output column and nothing is reduced across lanes. A tile's
+//          the accumulator is one output column and nothing is reduced across lanes (NEON: each
+//          16-byte quarter is 4 columns, one sdot by lane per nibble half). A tile's
 //          bytes are one contiguous run of K * 8.
 //   zeros  uint8  [N/16][K/G][16]   zero points of (tile, group, column)
 //   scales float16 [N/16][K/G][16]  scales, same order (AutoAWQ's values, bit for bit)
@@ -66,7 +68,9 @@ void w4a8_repack_cpu(const int32_t* qweight, const int32_t* qzeros, const uint16
 void w4a8_quantize_x(const float* x, int8_t* xq, float* d, int32_t* s, int64_t m, int64_t k);
 
 //! Paths this machine runs, fastest first, "scalar" (the reference) last. Names:
-//! "avx512vnni" (AVX-512 F/BW/VL + VNNI), "avx2" (AVX2 + FMA + F16C), "scalar".
+//! "avx512vnni" (AVX-512 F/BW/VL + VNNI), "avx2" (AVX2 + FMA + F16C) on x86-64; "neon-dotprod"
+//! (the Armv8.2 dot product, HWCAP_ASIMDDP: Jetson Orin, Raspberry Pi 5; not a Cortex-A72) and
+//! "neon" (every aarch64 CPU) on aarch64; "scalar". Every path returns the scalar path's bits.
 std::vector<std::string> w4a8_cpu_isas();
 
 //! y float32 [M, N] from quantized activations (w4a8_quantize_x) and repacked weights;

@@ -87,6 +87,10 @@ w4a8::TilesFn tiles_fn(const std::string& isa) {
   if (name == "avx512vnni") return w4a8::tiles_avx512vnni;
   if (name == "avx2") return w4a8::tiles_avx2;
 #endif
+#if defined(__aarch64__)
+  if (name == "neon-dotprod") return w4a8::tiles_neon_dotprod;
+  if (name == "neon") return w4a8::tiles_neon;
+#endif
   return tiles_scalar;
 }
 
@@ -95,6 +99,10 @@ w4a8::Tiles8Fn tiles8_fn(const std::string& isa) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (name == "avx512vnni") return w4a8::tiles8_avx512vnni;
   if (name == "avx2") return w4a8::tiles8_avx2;
+#endif
+#if defined(__aarch64__)
+  if (name == "neon-dotprod") return w4a8::tiles8_neon_dotprod;
+  if (name == "neon") return w4a8::tiles8_neon;
 #endif
   return tiles8_scalar;
 }
@@ -125,6 +133,10 @@ std::vector<std::string> w4a8_cpu_isas() {
 #if defined(__x86_64__) || defined(_M_X64)
   if (w4a8::cpu_has_avx512_vnni()) isas.push_back("avx512vnni");
   if (cpu_has_avx2()) isas.push_back("avx2");
+#endif
+#if defined(__aarch64__)
+  if (w4a8::cpu_has_dotprod()) isas.push_back("neon-dotprod");
+  isas.push_back("neon");  // part of every aarch64 CPU
 #endif
   isas.push_back("scalar");
   return isas;

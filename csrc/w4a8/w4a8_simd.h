@@ -1,5 +1,6 @@
-// Tile kernels of the CPU W4A8 GEMV (internal to csrc/w4a8; arithmetic and layout in w4a8.h, the
-// scalar reference in w4a8_cpu.cpp).
+// Tile kernels of the CPU W4A8 and W8A8 GEMVs (internal to csrc/w4a8; arithmetic and layout in
+// w4a8.h, the scalar reference in w4a8_cpu.cpp): "avx512vnni" and "avx2" on x86-64,
+// "neon-dotprod" (only where cpu_has_dotprod()) and "neon" on aarch64.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +31,23 @@ void tiles_avx512vnni(const int8_t* xq, const float* d, const int32_t* s, int64_
 void tiles_avx2(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
                 int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
                 const uint16_t* scales, int64_t t0, int64_t t1, float* out);
+#endif
+
+#if defined(__aarch64__)
+bool cpu_has_dotprod();  //!< Armv8.2 dot product (getauxval(AT_HWCAP) & HWCAP_ASIMDDP)
+void tiles_neon_dotprod(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                        int64_t n, int64_t group_size, const uint8_t* codes,
+                        const uint8_t* zeros, const uint16_t* scales, int64_t t0, int64_t t1,
+                        float* out);
+void tiles8_neon_dotprod(const int8_t* xq, const float* d, const int32_t* s, int64_t m,
+                         int64_t k, const uint8_t* codes8, int64_t t0, int64_t t1, float* out,
+                         int64_t ldo);
+//! Plain Armv8.0 NEON (every aarch64 CPU): smull / smlal products, reduced once per block.
+void tiles_neon(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                int64_t n, int64_t group_size, const uint8_t* codes, const uint8_t* zeros,
+                const uint16_t* scales, int64_t t0, int64_t t1, float* out);
+void tiles8_neon(const int8_t* xq, const float* d, const int32_t* s, int64_t m, int64_t k,
+                 const uint8_t* codes8, int64_t t0, int64_t t1, float* out, int64_t ldo);
 #endif
 
 }  // namespace w4a8
