@@ -41,19 +41,29 @@ def test_cpu_llm_bench_runs_and_our_tokens_equal_transformers(tmp_path):
     assert "| native |" in proc.stdout
 
 
-def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_activations(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_int4(tmp_path_factory):
+    """(float checkpoint, its INT4 checkpoint by vilau-rt quantize), tiny-256."""
     from vilau_export.checkpoint_writer import write_checkpoint
 
     from vilau_rt.model.config import preset
 
-    ckpt = write_checkpoint(preset("tiny-256"), tmp_path / "tiny")
-    int4 = tmp_path / "tiny-int4"
+    tmp = tmp_path_factory.mktemp("tiny-int4")
+    ckpt = write_checkpoint(preset("tiny-256"), tmp / "tiny")
+    int4 = tmp / "tiny-int4"
     quant = subprocess.run(
         [sys.executable, "-m", "vilau_rt.cli", "quantize", str(ckpt), str(int4),
          "--group-size", "32"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert quant.returncode == 0, quant.stderr[-3000:]
+    return ckpt, int4
+
+
+def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_activations(
+    tiny_int4, tmp_path
+):
+    ckpt, int4 = tiny_int4
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "cpu_llm.py"), "--checkpoint", str(ckpt),
@@ -69,3 +79,19 @@ def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_activations(
     assert agree == "= INT4" or agree.startswith("INT4's first "), agree
     assert rows["native-int4-a8"]["image_s"] > 0
     assert "| native-int4-a8 |" in proc.stdout
+
+
+def test_a8_accuracy_bench_compares_the_three_models(tiny_int4, tmp_path):
+    ckpt, int4 = tiny_int4
+    out = tmp_path / "a8.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "a8_accuracy.py"), "--float", str(ckpt),
+         "--int4", str(int4), "--texts", "3", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["texts"] == 3 and res["tokens"] > 0
+    # KL is >= 0 and 0 only for identical distributions: int8 activations change the logits
+    assert res["KL(int4 || int4-a8)"] > 0 and res["KL(float || int4)"] > 0
+    assert 0 <= res["top-1 int4 = int4-a8"] <= 1
