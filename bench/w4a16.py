@@ -17,8 +17,9 @@ reference implementation every SIMD path is tested against), with the thread cou
 rows below ``W4A16_CPU_BLAS_MIN_M`` also time each path of the packed-layout GEMV
 (``packed_<isa>_ms``, on codes repacked once per layer copy, outside the timing), and each path
 of the opt-in W4A8 GEMV (``w4a8_<isa>_ms``: int8-quantized activations, csrc/w4a8/w4a8.h; the
-activation quantization is inside the timing), whose bytes floor (codes + fp16 scales + 8-bit
-zeros) is within 0.2% of W4A16's; ``floor/w4a8`` is the floor over its fastest path.
+activation quantization is inside the timing; larger M: its fastest path only, which
+``int8_activations`` runs for prefill too), whose bytes floor (codes + fp16 scales + 8-bit zeros)
+is within 0.2% of W4A16's; ``floor/w4a8`` is the floor over its fastest path.
 
 Columns: ``ours_ms`` is what ``W4A16Linear`` runs (on the CPU below the BLAS rows with
 group_size % 32 == 0: ``vilau::w4a16_linear_packed``; otherwise ``vilau::w4a16_linear``), and
@@ -164,11 +165,12 @@ def measure(x, layers, w_float, group, isas, threads, calls, baselines) -> dict:
         for isa in _C.w4a16_packed_cpu_isas():
             t = timed(lambda i, isa=isa: packed_isa(isa, x, layers[i % copies], group), dev, calls)
             row[f"packed_{isa}_ms"] = 1e3 * t
-        if x.dtype == torch.float32 and "w4a8" in layers[0]:
-            for isa in _C.w4a8_cpu_isas():
-                t = timed(lambda i, isa=isa: w4a8.linear(x, layers[i % copies]["w4a8"], isa),
-                          dev, calls)  # fmt: skip
-                row[f"w4a8_{isa}_ms"] = 1e3 * t
+    if x.dtype == torch.float32 and "w4a8" in layers[0]:  # every M: int8_activations' prefill too
+        isas8 = _C.w4a8_cpu_isas() if packed else _C.w4a8_cpu_isas()[:1]
+        for isa in isas8:
+            t = timed(lambda i, isa=isa: w4a8.linear(x, layers[i % copies]["w4a8"], isa),
+                      dev, calls)  # fmt: skip
+            row[f"w4a8_{isa}_ms"] = 1e3 * t
     return row
 
 
