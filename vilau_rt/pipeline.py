@@ -170,7 +170,7 @@ class Pipeline:
         ``int8_activations=True`` (``native`` on the CPU, INT4 checkpoints only) runs the INT4
         layers on int8-rounded activations and the lm_head's decode rows on an int8 copy, as
         llama.cpp's Q4_0 does: faster, and an approximation of the INT4 model (bench/RESULTS.md
-        has its token agreement).
+        has its speed and its distance from exact INT4).
         """
         path = resolve_checkpoint(path)  # a built-in name ("shapes-demo") or a folder
         if backend not in BACKENDS:
