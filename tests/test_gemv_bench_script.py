@@ -1,4 +1,5 @@
-"""bench/gemv_float.py --smoke runs end to end and writes a row per shape and weight dtype."""
+"""bench/gemv_float.py --smoke runs end to end and writes a row per shape and weight dtype
+(float32, float16, bfloat16 and int8 with a scale per row)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,15 @@ def test_gemv_bench_smoke_writes_every_row(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
+    weights = ("float32", "float16", "bfloat16", "int8")
     assert [(r["K"], r["N"], r["weights"]) for r in rows] == [
-        (k, n, w) for k, n in [(256, 96), (512, 40)] for w in ("float32", "float16", "bfloat16")
+        (k, n, w) for k, n in [(256, 96), (512, 40)] for w in weights
     ]
     for r in rows:
         assert r["ms"] > 0 and r["GBs"] > 0
-        per_weight = 4 if r["weights"] == "float32" else 2
-        assert r["MB"] * 1e6 == pytest.approx(r["K"] * r["N"] * per_weight + 4 * (r["K"] + r["N"]))
+        per_weight = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}[r["weights"]]
+        scales = 4 * r["N"] if r["weights"] == "int8" else 0  # a float32 scale per row
+        expect = r["K"] * r["N"] * per_weight + scales + 4 * (r["K"] + r["N"])
+        assert r["MB"] * 1e6 == pytest.approx(expect)
         assert ("torch_ms" in r) == (r["weights"] == "float32")
     assert "| 256x96 | 1 | float16 |" in proc.stdout
