@@ -280,20 +280,25 @@ void w8a8_gemv_cpu(const int8_t* xq, const float* d, const int32_t* s, const uin
   check_num_threads("w8a8_gemv", num_threads);
   const w4a8::Tiles8Fn fn = tiles8_fn(isa);
   if (m == 0) return;
-  const int64_t tiles = w8a8_padded_rows(n) / 16, ldo = tiles * 16;
-  std::vector<float> a(m * ldo);  // the sums before the scale, padding rows included
+  // Whole tiles write their sums straight into y (row stride N) and are scaled there; only a
+  // last tile that N cuts (its padding rows) goes through a small buffer.
+  const int64_t tiles = w8a8_padded_rows(n) / 16, whole = n / 16;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, tiles)));
 #pragma omp parallel num_threads(threads)
   {
     int64_t t0 = 0, t1 = 0;
     thread_share(tiles, &t0, &t1);
-    if (t1 > t0) {
-      fn(xq, d, s, m, k, codes8, t0, t1, a.data(), ldo);
-      for (int64_t r = 0; r < m; ++r) {
-        for (int64_t c = 16 * t0; c < std::min(n, 16 * t1); ++c) {
-          const float v = a[r * ldo + c] * scale[c];
-          y[r * n + c] = bias ? v + bias[c] : v;
-        }
+    if (std::min(t1, whole) > t0) fn(xq, d, s, m, k, codes8, t0, std::min(t1, whole), y, n);
+    std::vector<float> cut;  // [M, 16]: the sums of the cut tile
+    if (t1 > whole && whole >= t0) {
+      cut.resize(m * 16);
+      fn(xq, d, s, m, k, codes8 + whole * k * 16, 0, 1, cut.data(), 16);
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 16 * t0; c < std::min(n, 16 * t1); ++c) {
+        const float a = c < 16 * whole ? y[r * n + c] : cut[r * 16 + c - 16 * whole];
+        const float v = a * scale[c];
+        y[r * n + c] = bias ? v + bias[c] : v;
       }
     }
   }
