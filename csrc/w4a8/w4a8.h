@@ -102,8 +102,8 @@ inline int64_t w8a8_padded_rows(int64_t n) { return (n + 15) / 16 * 16; }
 //! @throws std::invalid_argument if K % 32 != 0, N < 1 or num_threads < 1.
 void w8a8_repack_cpu(const int8_t* w, uint8_t* codes8, int64_t n, int64_t k, int num_threads);
 
-//! y float32 [M, N] (row stride N) from quantized activations (xq, d, s) and codes8; @p scale float32 [N],
-//! @p bias float32 [N] or null. Same isa names as w4a8_cpu_isas().
+//! y float32 [M, N] (row stride N) from quantized activations (xq, d, s) and codes8;
+//! @p scale float32 [N], @p bias float32 [N] or null. Same isa names as w4a8_cpu_isas().
 //! @throws std::invalid_argument on bad sizes, num_threads < 1 or an isa not available here.
 void w8a8_gemv_cpu(const int8_t* xq, const float* d, const int32_t* s, const uint8_t* codes8,
                    const float* scale, const float* bias, float* y, int64_t m, int64_t k,

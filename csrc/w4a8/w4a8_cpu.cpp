@@ -1,5 +1,5 @@
 // CPU W4A8 GEMV (w4a8.h): size checks, the repack, the activation quantizer, the scalar
-// reference every ISA path of w4a8_simd.cpp returns the bits of, and the driver.
+// reference every ISA path (w4a8_x86.cpp, w4a8_neon.cpp) returns the bits of, and the driver.
 #include "w4a8/w4a8.h"
 
 #include <algorithm>

@@ -16,8 +16,8 @@ SOURCES = [
     "tests/ops/decode_check.cpp", "csrc/decode/llama_decode_cpu.cpp", "csrc/gemv/gemv_f32_cpu.cpp",
     "csrc/w4a16/w4a16_packed_cpu.cpp", "csrc/w4a16/w4a16_packed_simd.cpp",
     "csrc/w4a16/w4a16_args.cpp", "csrc/w4a16/w4a16_cpu.cpp", "csrc/w4a16/w4a16_cpu_simd.cpp",
-    "csrc/w4a8/w4a8_cpu.cpp", "csrc/w4a8/w4a8_simd.cpp", "csrc/common/cpu_isa.cpp",
-    "csrc/common/dtype.cpp",
+    "csrc/w4a8/w4a8_cpu.cpp", "csrc/w4a8/w4a8_x86.cpp", "csrc/w4a8/w4a8_neon.cpp",
+    "csrc/common/cpu_isa.cpp", "csrc/common/dtype.cpp",
 ]  # fmt: skip
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from qemu_aarch64 import build, needs_qemu, run_qemu
 
 SOURCES = [
-    "tests/ops/w4a8_isa_check.cpp", "csrc/w4a8/w4a8_cpu.cpp", "csrc/w4a8/w4a8_simd.cpp",
-    "csrc/common/cpu_isa.cpp",
+    "tests/ops/w4a8_isa_check.cpp", "csrc/w4a8/w4a8_cpu.cpp", "csrc/w4a8/w4a8_x86.cpp",
+    "csrc/w4a8/w4a8_neon.cpp", "csrc/common/cpu_isa.cpp",
 ]  # fmt: skip
-# as CMakeLists.txt builds csrc/w4a8 (thread_share splits the tiles only with VILAU_WITH_OPENMP)
+# as CMakeLists.txt builds csrc/w4a8
 FLAGS = ("-ffp-contract=off", "-DVILAU_WITH_OPENMP=1")
 W4A8_CASES = 6 * 9  # shapes x M = 1..9, per non-scalar path
 W8A8_CASES = 5 * 9
