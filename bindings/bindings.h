@@ -38,6 +38,7 @@ inline cudaStream_t as_stream(std::uintptr_t value) {
 }
 
 void bind_decode(pybind11::module_& m);
+void bind_gemm(pybind11::module_& m);
 void bind_gemv(pybind11::module_& m);
 void bind_rvq(pybind11::module_& m);
 void bind_w4a16(pybind11::module_& m);

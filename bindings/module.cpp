@@ -73,6 +73,7 @@ PYBIND11_MODULE(_C, m) {
         "in a build without CUDA. Never raises.");
 
   vilau::bind_decode(m);
+  vilau::bind_gemm(m);
   vilau::bind_gemv(m);
   vilau::bind_rvq(m);
   vilau::bind_w4a16(m);

@@ -1,6 +1,6 @@
-"""The float GEMVs called on tensors: ``_C.gemv_f32_cpu``, ``_C.gemv_w16_cpu`` and
-``_C.gemv_w8_cpu`` into a new float32 [M, N] (tests of csrc/gemv; no checks beyond the kernel's
-own)."""
+"""The float GEMVs and GEMMs called on tensors: ``_C.gemv_f32_cpu``, ``_C.gemv_w16_cpu``,
+``_C.gemv_w8_cpu``, ``_C.gemm_f32_cpu`` and ``_C.gemm_w16_cpu`` into a new float32 [M, N] (tests
+of csrc/gemv and csrc/gemm; no checks beyond the kernel's own)."""
 
 from __future__ import annotations
 
@@ -33,4 +33,16 @@ def gemv_w8(x, w8, scale, bias=None, isa="auto", threads=2):
         x.data_ptr(), w8.data_ptr(), scale.data_ptr(), 0 if bias is None else bias.data_ptr(),
         y.data_ptr(), x.shape[0], x.shape[1], w8.shape[0], threads, isa,
     )  # fmt: skip
+    return y
+
+
+def gemm_f32(x, w, bias=None, isa="auto", threads=2):
+    """``_C.gemm_f32_cpu`` (float32 W) or ``_C.gemm_w16_cpu`` (16-bit W) into a new [M, N]."""
+    y = torch.empty(x.shape[0], w.shape[0])
+    args = (0 if bias is None else bias.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1],
+            w.shape[0], threads, isa)  # fmt: skip
+    if w.dtype == torch.float32:
+        _native().gemm_f32_cpu(x.data_ptr(), w.data_ptr(), *args)
+    else:
+        _native().gemm_w16_cpu(x.data_ptr(), w.data_ptr(), _DTYPE_CODES[w.dtype], *args)
     return y

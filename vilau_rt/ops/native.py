@@ -44,6 +44,7 @@ never synchronises with the host: on CUDA ``NativeBackend`` captures it in a CUD
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -79,38 +80,63 @@ def gemv_rows(x: Tensor, weight: Tensor) -> int:
     return m
 
 
+def gemm_rows(x: Tensor, weight: Tensor) -> int:
+    """Rows of ``x`` that ``linear`` sends to the native GEMM (0: not): x CPU float32, more rows
+    than the GEMV serves (prefill), weight CPU, 2-D, contiguous, and either float16 / bfloat16
+    (``_C.gemm_w16_cpu``: widened while packed; the alternative builds a float32 copy of W on
+    every call) or float32 on a machine whose GEMM path is AVX-512 (``_C.gemm_f32_cpu``: measured
+    1.2-2x torch's MKL sgemm there, bench/RESULTS.md; elsewhere torch's BLAS is kept)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not x.shape or not x.shape[-1]:
+        return 0
+    if weight.device.type != "cpu" or weight.dtype not in _GEMV_WEIGHT_DTYPES or weight.dim() != 2:
+        return 0
+    m = x.numel() // x.shape[-1]
+    if m <= _native().GEMV_F32_MAX_M or not weight.is_contiguous():
+        return 0
+    if weight.dtype == torch.float32 and _gemm_isa() != "avx512":
+        return 0
+    return m
+
+
+@functools.cache
+def _gemm_isa() -> str:
+    return _native().gemm_f32_isas()[0]
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear(x, weight, bias)``; decode-shaped CPU float32 calls (``gemv_rows``) run
+    """``F.linear(x, weight, bias)``; on CPU float32 x, decode-shaped calls (``gemv_rows``) run
     ``_C.gemv_f32_cpu`` (csrc/gemv: reads W at memory bandwidth with the threads; its summation
-    order is fixed and every instruction-set path returns the same bits), other shapes and
-    devices BLAS.
+    order is fixed and every instruction-set path returns the same bits) and prefill-shaped ones
+    (``gemm_rows``) ``_C.gemm_f32_cpu`` (csrc/gemm: W packed per block, register tiles of 8 x 32;
+    one FMA chain per output, the same bits on every path and for a row alone or in a batch);
+    other shapes and devices BLAS.
 
     A float16 or bfloat16 ``weight`` with a float32 ``x`` means ``F.linear(x, weight.float(),
-    bias)``, computed in float32. Decode-shaped calls run ``_C.gemv_w16_cpu``, which widens each
-    weight in registers (exact) and returns the bits of ``linear(x, weight.float(), bias)``
-    while reading half the bytes; every other shape or device falls back to ``F.linear(x,
+    bias)``, computed in float32. The GEMV (``_C.gemv_w16_cpu``) and the GEMM
+    (``_C.gemm_w16_cpu``) widen each weight exactly and return the bits of their float32 runs on
+    ``weight.float()`` while reading half the bytes; any other case falls back to ``F.linear(x,
     weight.float(), bias)``: the same values up to BLAS rounding, but it builds a float32 copy of
-    the weight on each call, so it is slow (keep 16-bit weights for decode-only linears).
-    Other dtype pairs go to ``F.linear`` unchanged."""
+    the weight on each call, so it is slow. Other dtype pairs go to ``F.linear`` unchanged."""
     w16 = x.dtype == torch.float32 and weight.dtype in (torch.float16, torch.bfloat16)
     m = gemv_rows(x, weight)
-    n = weight.shape[0] if m else 0
+    gemm = 0 if m else gemm_rows(x, weight)
+    n = weight.shape[0] if m or gemm else 0
     bias_ok = bias is None or (
         bias.dtype == x.dtype and bias.device == x.device and bias.shape == (n,)
     )
-    if not m or x.shape[-1] != weight.shape[1] or not bias_ok:
+    if not (m or gemm) or x.shape[-1] != weight.shape[1] or not bias_ok:
         return F.linear(x, weight.float() if w16 else weight, bias)
     x = x.contiguous()
     bias = None if bias is None else bias.contiguous()  # held: its address must outlive the call
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
-    args = (0 if bias is None else bias.data_ptr(), y.data_ptr(), m, x.shape[-1], n)
+    args = (0 if bias is None else bias.data_ptr(), y.data_ptr(), m or gemm, x.shape[-1], n)
+    ext, threads = _native(), torch.get_num_threads()
     if w16:
-        w_code = _DTYPE_CODES[weight.dtype]
-        _native().gemv_w16_cpu(
-            x.data_ptr(), weight.data_ptr(), w_code, *args, torch.get_num_threads()
-        )
+        kernel = ext.gemv_w16_cpu if m else ext.gemm_w16_cpu
+        kernel(x.data_ptr(), weight.data_ptr(), _DTYPE_CODES[weight.dtype], *args, threads)
     else:
-        _native().gemv_f32_cpu(x.data_ptr(), weight.data_ptr(), *args, torch.get_num_threads())
+        kernel = ext.gemv_f32_cpu if m else ext.gemm_f32_cpu
+        kernel(x.data_ptr(), weight.data_ptr(), *args, threads)
     return y
 
 
