@@ -46,6 +46,26 @@ void bind_gemm(py::module_& m) {
       "exact). Sizes, threads and isa as gemm_f32_cpu.",
       py::arg("x"), py::arg("w"), py::arg("w_dtype"), py::arg("bias"), py::arg("y"), py::arg("m"),
       py::arg("k"), py::arg("n"), py::arg("num_threads"), py::arg("isa") = "auto");
+  m.def(
+      "gemm_awq_cpu",
+      [](std::uintptr_t x, std::uintptr_t qweight, std::uintptr_t qzeros, std::uintptr_t scales,
+         std::uintptr_t bias, std::uintptr_t y, int64_t m, int64_t k, int64_t n,
+         int64_t group_size, int num_threads, const std::string& isa) {
+        py::gil_scoped_release release;
+        gemm_awq_cpu(address<const float>(x, "x", true),
+                     address<const int32_t>(qweight, "qweight", true),
+                     address<const int32_t>(qzeros, "qzeros", true),
+                     address<const uint16_t>(scales, "scales", true),
+                     address<const float>(bias, "bias", true), address<float>(y, "y", true), m, k,
+                     n, group_size, num_threads, isa);
+      },
+      "y[M, N] = x[M, K] @ W_T[K, N] + bias[N] with W_T in the AutoAWQ GEMM format (qweight "
+      "int32 [K, N/8], qzeros int32 [K/G, N/8], scales float16 [K/G, N]; x, bias, y float32; all "
+      "contiguous; bias 0 for none): the bits of gemm_f32_cpu on the float16-exact dequantized "
+      "weights, dequantized while packed. Threads and isa as gemm_f32_cpu.",
+      py::arg("x"), py::arg("qweight"), py::arg("qzeros"), py::arg("scales"), py::arg("bias"),
+      py::arg("y"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("group_size"),
+      py::arg("num_threads"), py::arg("isa") = "auto");
 }
 
 }  // namespace vilau

@@ -1,6 +1,7 @@
 // Float32 GEMM for prefill on the CPU: y[M, N] = x[M, K] @ W[N, K]^T + bias[N], W row-major as
 // torch.nn.Linear stores it, for any number of rows of x (a prompt, an image's positions). x, bias
-// and y are float32; W is float32 (gemm_f32_cpu) or float16 / bfloat16 (gemm_w16_cpu).
+// and y are float32; W is float32 (gemm_f32_cpu), float16 / bfloat16 (gemm_w16_cpu) or AWQ
+// 4-bit codes dequantized to their float16 values while packed (gemm_awq_cpu).
 //
 // Why: a prefill is compute-bound (~2 flops per weight per row), and torch 2.13's BLAS (MKL
 // sgemm) ran the 150M LLaMA's layer shapes at 130-167 GFLOP/s on the development CPU, whose two
@@ -49,6 +50,18 @@ void gemm_f32_cpu(const float* x, const float* w, const float* bias, float* y, i
 //!         not 16-bit.
 void gemm_w16_cpu(const float* x, const uint16_t* w, DType w_dtype, const float* bias, float* y,
                   int64_t m, int64_t k, int64_t n, int num_threads,
+                  const std::string& isa = "auto");
+
+//! y = x @ W_T + bias with W_T [K, N] in the AutoAWQ GEMM format (csrc/w4a16/w4a16.h: qweight
+//! int32 [K, N/8], qzeros int32 [K/G, N/8], scales float16 [K/G, N]), each weight dequantized
+//! to its float16 value while a panel is packed: the bits of gemm_f32_cpu on the transpose of
+//! w4a16_dequantize_cpu's float32 output, without that [K, N] copy.
+//! @param scales the float16 scales' bit patterns.
+//! @throws std::invalid_argument as gemm_f32_cpu (named "gemm_awq"), or on sizes the format
+//!         does not allow (w4a16_check_sizes: N % 8, K % G).
+void gemm_awq_cpu(const float* x, const int32_t* qweight, const int32_t* qzeros,
+                  const uint16_t* scales, const float* bias, float* y, int64_t m, int64_t k,
+                  int64_t n, int64_t group_size, int num_threads,
                   const std::string& isa = "auto");
 
 }  // namespace vilau

@@ -1,5 +1,7 @@
-// CPU paths of the float32-activation GEMM (gemm_f32.h): packing, register tiles per instruction
-// set, the scalar reference, and the driver that blocks and threads them.
+// CPU paths of the float32-activation GEMM (gemm_f32.h): the weight sources and their packers,
+// register tiles per instruction set, the scalar reference, and the driver that blocks and
+// threads them. A source is where W's values come from: a dense [N, K] matrix (Dense<T>) or the
+// AutoAWQ GEMM format (Awq, dequantized while packed); the tiles only ever see packed float32.
 // x86-64 paths are compiled with per-function target attributes and chosen at run time, so the
 // library stays baseline x86-64; NEON is part of every aarch64 CPU. Built with
 // -ffp-contract=off: the bias add must round on its own, as in the reference.
@@ -9,6 +11,8 @@
 #include "common/dtype.h"
 #include "common/float_cpu.h"
 #include "common/threads.h"
+#include "w4a16/w4a16.h"
+#include "w4a16/w4a16_pack.h"
 
 #include <algorithm>
 #include <cmath>
@@ -31,33 +35,51 @@ constexpr int kNC = 128;  //!< columns per packed block: 4 panels, 128 KiB of fl
 // Measured on the development CPU (AVX-512, 2 threads, 100 x 1024 x 2816 and 7B shapes): KC 256 /
 // NC 128 and KC 512 / NC 256 ran 180-200 GFLOP/s, KC 128 or NC 512 lost 10-40%.
 
-//! The reference: rows [0, m) x columns [n0, n1) of y, in the order of gemm_f32.h.
+//! W [N, K] row-major of T (float, Half, BFloat16): W[o, i] = w[o * k + i].
 template <class T>
-void gemm_scalar(const float* x, const T* w, const float* bias, float* y, int64_t m, int64_t k,
-                 int64_t n, int64_t n0, int64_t n1) {
+struct Dense {
+  const T* w;
+  int64_t k, n;
+  float at(int64_t o, int64_t i) const { return to_float(w[o * k + i]); }
+};
+
+//! The AutoAWQ GEMM format (w4a16.h): W[o, i] = W_T[i, o] = round_to_half((code - zero) *
+//! scale), the float16 weight the format defines, as w4a16_dequantize_cpu writes it.
+struct Awq {
+  const int32_t* qweight;  //!< [K, N / 8]
+  const int32_t* qzeros;   //!< [K / G, N / 8]
+  const Half* scales;      //!< [K / G, N]
+  int64_t k, n, group_size;
+  float at(int64_t o, int64_t i) const {
+    const int64_t g = i / group_size;
+    const int code = awq_unpack(qweight[i * (n / 8) + o / 8], static_cast<int>(o % 8));
+    const int zero = awq_unpack(qzeros[g * (n / 8) + o / 8], static_cast<int>(o % 8));
+    return round_to_half(static_cast<float>(code - zero) * to_float(scales[g * n + o]));
+  }
+};
+
+//! The reference: rows [0, m) x columns [n0, n1) of y, in the order of gemm_f32.h.
+template <class Src>
+void gemm_scalar(const float* x, const Src& src, const float* bias, float* y, int64_t m,
+                 int64_t n0, int64_t n1) {
+  const int64_t k = src.k, n = src.n;
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t o = n0; o < n1; ++o) {
       float a = 0.0f;
-      for (int64_t i = 0; i < k; ++i) a = std::fma(x[r * k + i], to_float(w[o * k + i]), a);
+      for (int64_t i = 0; i < k; ++i) a = std::fma(x[r * k + i], src.at(o, i), a);
       y[r * n + o] = bias ? a + bias[o] : a;
     }
   }
 }
 
 //! Panel of W's rows [n0, n0 + 32) at k [k0, k0 + kc) into dst[kk * 32 + c] (float32, exact),
-//! columns at or past n as zeros. The portable packer; the AVX-512 one below transposes 16 x 16
-//! tiles in registers and falls back to this at the edges.
-template <class T>
-void pack_panel_scalar(const T* w, int64_t k, int64_t n, int64_t n0, int64_t k0, int kc,
-                       float* dst) {
+//! columns at or past N as zeros. The portable packer; the AVX-512 ones below do 16 values an
+//! instruction and fall back to this at the edges.
+template <class Src>
+void pack_panel_scalar(const Src& src, int64_t n0, int64_t k0, int kc, float* dst) {
   for (int c = 0; c < kNR; ++c) {
     const int64_t col = n0 + c;
-    if (col >= n) {
-      for (int kk = 0; kk < kc; ++kk) dst[kk * kNR + c] = 0.0f;
-      continue;
-    }
-    const T* src = w + col * k + k0;
-    for (int kk = 0; kk < kc; ++kk) dst[kk * kNR + c] = to_float(src[kk]);
+    for (int kk = 0; kk < kc; ++kk) dst[kk * kNR + c] = col < src.n ? src.at(col, k0 + kk) : 0.0f;
   }
 }
 
@@ -108,19 +130,62 @@ VILAU_AVX512 inline void transpose16(__m512 r[16]) {
 }
 
 template <class T>
-VILAU_AVX512 void pack_panel_avx512(const T* w, int64_t k, int64_t n, int64_t n0, int64_t k0,
-                                    int kc, float* dst) {
-  if (n0 + kNR > n || kc % 16) {  // an edge panel: the portable packer
-    pack_panel_scalar(w, k, n, n0, k0, kc, dst);
+VILAU_AVX512 void pack_panel_avx512(const Dense<T>& src, int64_t n0, int64_t k0, int kc,
+                                    float* dst) {
+  if (n0 + kNR > src.n || kc % 16) {  // an edge panel: the portable packer
+    pack_panel_scalar(src, n0, k0, kc, dst);
     return;
   }
   for (int c = 0; c < kNR; c += 16) {
     for (int kk = 0; kk < kc; kk += 16) {
       __m512 r[16];
-      for (int i = 0; i < 16; ++i) r[i] = load16(w + (n0 + c + i) * k + k0 + kk);
+      for (int i = 0; i < 16; ++i) r[i] = load16(src.w + (n0 + c + i) * src.k + k0 + kk);
       transpose16(r);
       for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (kk + i) * kNR + c, r[i]);
     }
+  }
+}
+
+//! 16 codes as float32: lane l takes word which[l] of @p words and its nibble at shifts[l].
+VILAU_AVX512 inline __m512 awq_codes16(__m128i words, __m512i which, __m512i shifts) {
+  const __m512i v = _mm512_permutexvar_epi32(which, _mm512_castsi128_si512(words));
+  return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(v, shifts), _mm512_set1_epi32(0xf)));
+}
+
+//! AWQ panel: per k, the panel's 4 packed words give 32 codes (each lane shifts its word by its
+//! column's nibble offset), (code - zero) * scale as fma(code, scale, -(zero * scale)) (exact:
+//! both products fit in 4 + 11 bits), then rounded to float16 and back, as Awq::at.
+VILAU_AVX512 void pack_panel_avx512(const Awq& src, int64_t n0, int64_t k0, int kc, float* dst) {
+  if (n0 + kNR > src.n) {
+    pack_panel_scalar(src, n0, k0, kc, dst);
+    return;
+  }
+  const int64_t nw = src.n / 8, w0 = n0 / 8;
+  // Lane l of half h reads word 2h + l / 8 of the panel's 4 (the column 16h + l).
+  const __m512i lo_words = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i hi_words = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m512i shifts =
+      _mm512_setr_epi32(0, 16, 4, 20, 8, 24, 12, 28, 0, 16, 4, 20, 8, 24, 12, 28);
+  int64_t g_loaded = -1;
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, nzs0 = s0, nzs1 = s0;  // scale, -(zero * scale)
+  for (int kk = 0; kk < kc; ++kk) {
+    const int64_t i = k0 + kk, g = i / src.group_size;
+    if (g != g_loaded) {
+      const __m128i z = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src.qzeros + g * nw + w0));
+      const __m256i* sp = reinterpret_cast<const __m256i*>(src.scales + g * src.n + n0);
+      s0 = _mm512_cvtph_ps(_mm256_loadu_si256(sp));
+      s1 = _mm512_cvtph_ps(_mm256_loadu_si256(sp + 1));
+      const __m512 zero = _mm512_setzero_ps();
+      nzs0 = _mm512_sub_ps(zero, _mm512_mul_ps(awq_codes16(z, lo_words, shifts), s0));
+      nzs1 = _mm512_sub_ps(zero, _mm512_mul_ps(awq_codes16(z, hi_words, shifts), s1));
+      g_loaded = g;
+    }
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src.qweight + i * nw + w0));
+    const __m512 v0 = _mm512_fmadd_ps(awq_codes16(q, lo_words, shifts), s0, nzs0);
+    const __m512 v1 = _mm512_fmadd_ps(awq_codes16(q, hi_words, shifts), s1, nzs1);
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    _mm512_storeu_ps(dst + kk * kNR, _mm512_cvtph_ps(_mm512_cvtps_ph(v0, kRound)));
+    _mm512_storeu_ps(dst + kk * kNR + 16, _mm512_cvtph_ps(_mm512_cvtps_ph(v1, kRound)));
   }
 }
 
@@ -227,21 +292,21 @@ void tile_neon(const float* x, int64_t ldx, const float* p, int kc, float* c, in
 
 using TileFn = void (*)(const float*, int64_t, const float*, int, float*, int64_t, const float*,
                         bool);
-template <class T>
-using PackFn = void (*)(const T*, int64_t, int64_t, int64_t, int64_t, int, float*);
+template <class Src>
+using PackFn = void (*)(const Src&, int64_t, int64_t, int, float*);
 
 constexpr int kMaxMR = 8;
 
 //! One path: its packer and its tiles for 1..mr rows (tiles[i]: i + 1 rows).
-template <class T>
+template <class Src>
 struct Path {
-  PackFn<T> pack;
+  PackFn<Src> pack;  //!< nullptr: the scalar reference
   TileFn tiles[kMaxMR];
   int mr;
 };
 
-template <class T, template <int> class Tiles>
-Path<T> path_of(PackFn<T> pack, int mr) {
+template <class Src, template <int> class Tiles>
+Path<Src> path_of(PackFn<Src> pack, int mr) {
   return {pack,
           {Tiles<1>::fn, Tiles<2>::fn, Tiles<3>::fn, Tiles<4>::fn, Tiles<5>::fn, Tiles<6>::fn,
            Tiles<7>::fn, Tiles<8>::fn},
@@ -265,16 +330,20 @@ struct NeonTiles {  // 32 q: 4R sums + 4 weights + 1 broadcast, R <= 6
 };
 #endif
 
-template <class T>
-Path<T> path_for(const std::string& isa) {
+template <class Src>
+Path<Src> path_for(const std::string& isa) {
 #if defined(__x86_64__) || defined(_M_X64)
   // 32 zmm: 2 x 8 sums + 2 weights + 1 broadcast. 8 rows ran 5-25% faster than 10 or 12
   // (100 x K x N, 7B and 150M shapes, 2 threads, 2026-12-02).
-  if (isa == "avx512") return path_of<T, Avx512Tiles>(&pack_panel_avx512<T>, 8);
-  if (isa == "avx2") return path_of<T, Avx2Tiles>(&pack_panel_scalar<T>, 6);
+  if (isa == "avx512") {
+    return path_of<Src, Avx512Tiles>([](const Src& src, int64_t n0, int64_t k0, int kc,
+                                        float* dst) { pack_panel_avx512(src, n0, k0, kc, dst); },
+                                     8);
+  }
+  if (isa == "avx2") return path_of<Src, Avx2Tiles>(&pack_panel_scalar<Src>, 6);
 #endif
 #if defined(__aarch64__)
-  if (isa == "neon") return path_of<T, NeonTiles>(&pack_panel_scalar<T>, 6);
+  if (isa == "neon") return path_of<Src, NeonTiles>(&pack_panel_scalar<Src>, 6);
 #endif
   (void)isa;
   return {nullptr, {}, 0};
@@ -294,8 +363,8 @@ void check_not_null(const char* op, const void* p, const char* name) {
 //! Rows [r0, r0 + rows) of y at panel column n0 over one k block. A full panel is written in
 //! place; a panel that N cuts goes through a 32-column scratch tile (the packed columns past N
 //! are zeros, their sums are dropped) so no path reads or writes past y or bias.
-template <class T>
-void run_tile(const Path<T>& path, const float* x, int64_t k, const float* block, int kc,
+template <class Src>
+void run_tile(const Path<Src>& path, const float* x, int64_t k, const float* block, int kc,
               float* y, int64_t n, int64_t r0, int rows, int64_t n0, int64_t k0,
               const float* bias, bool last) {
   const TileFn tile = path.tiles[rows - 1];
@@ -321,22 +390,19 @@ void run_tile(const Path<T>& path, const float* x, int64_t k, const float* block
   }
 }
 
-template <class T>
-void gemm(const char* op, const float* x, const T* w, const float* bias, float* y, int64_t m,
-          int64_t k, int64_t n, int num_threads, const std::string& isa) {
-  check_not_null(op, x, "x");
-  check_not_null(op, w, "w");
-  check_not_null(op, y, "y");
-  check_sizes(op, m, k, n);
-  check_num_threads(op, num_threads);
-  const Path<T> path = path_for<T>(cpu_isa(op, isa));
+//! Every entry point after its checks: threads over panels, blocks over k and columns.
+template <class Src>
+void gemm(const char* op, const float* x, const Src& src, const float* bias, float* y,
+          int64_t m, int num_threads, const std::string& isa) {
+  const int64_t k = src.k, n = src.n;
+  const Path<Src> path = path_for<Src>(cpu_isa(op, isa));
   const int64_t panels = (n + kNR - 1) / kNR;
 #pragma omp parallel num_threads(num_threads)
   {
     int64_t p_begin, p_end;  // this thread's panels: contiguous, so it streams its part of W
     thread_share(panels, &p_begin, &p_end);
     if (path.pack == nullptr) {
-      gemm_scalar(x, w, bias, y, m, k, n, p_begin * kNR, std::min(n, p_end * kNR));
+      gemm_scalar(x, src, bias, y, m, p_begin * kNR, std::min(n, p_end * kNR));
     } else if (p_begin < p_end) {
       thread_local std::vector<float> block;  // [kNC / 32 panels][kKC][32], reused across calls
       block.resize(static_cast<size_t>(kNC) * kKC);
@@ -346,7 +412,7 @@ void gemm(const char* op, const float* x, const T* w, const float* bias, float* 
           const int kc = static_cast<int>(std::min<int64_t>(kKC, k - k0));
           const bool last = k0 + kc == k;
           for (int64_t p = pc; p < pe; ++p) {
-            path.pack(w, k, n, p * kNR, k0, kc, block.data() + (p - pc) * kKC * kNR);
+            path.pack(src, p * kNR, k0, kc, block.data() + (p - pc) * kKC * kNR);
           }
           // Rows outer: x's MR rows of this k block stay in L1 while the panels stream from L2.
           for (int64_t r0 = 0; r0 < m; r0 += path.mr) {
@@ -362,6 +428,18 @@ void gemm(const char* op, const float* x, const T* w, const float* bias, float* 
   }
 }
 
+//! The checks every dense entry point makes, then gemm.
+template <class T>
+void gemm_dense(const char* op, const float* x, const T* w, const float* bias, float* y,
+                int64_t m, int64_t k, int64_t n, int num_threads, const std::string& isa) {
+  check_not_null(op, x, "x");
+  check_not_null(op, w, "w");
+  check_not_null(op, y, "y");
+  check_sizes(op, m, k, n);
+  check_num_threads(op, num_threads);
+  gemm(op, x, Dense<T>{w, k, n}, bias, y, m, num_threads, isa);
+}
+
 }  // namespace
 
 void gemm_f32_check_sizes(int64_t m, int64_t k, int64_t n) { check_sizes("gemm_f32", m, k, n); }
@@ -370,24 +448,41 @@ std::vector<std::string> gemm_f32_isas() { return cpu_isas(); }
 
 void gemm_f32_cpu(const float* x, const float* w, const float* bias, float* y, int64_t m,
                   int64_t k, int64_t n, int num_threads, const std::string& isa) {
-  gemm("gemm_f32", x, w, bias, y, m, k, n, num_threads, isa);
+  gemm_dense("gemm_f32", x, w, bias, y, m, k, n, num_threads, isa);
 }
 
 void gemm_w16_cpu(const float* x, const uint16_t* w, DType w_dtype, const float* bias, float* y,
                   int64_t m, int64_t k, int64_t n, int num_threads, const std::string& isa) {
   switch (w_dtype) {  // Half and BFloat16 hold exactly a uint16_t (float_cpu.h)
     case DType::kFloat16:
-      gemm("gemm_w16", x, reinterpret_cast<const Half*>(w), bias, y, m, k, n, num_threads, isa);
+      gemm_dense("gemm_w16", x, reinterpret_cast<const Half*>(w), bias, y, m, k, n, num_threads,
+                 isa);
       return;
     case DType::kBFloat16:
-      gemm("gemm_w16", x, reinterpret_cast<const BFloat16*>(w), bias, y, m, k, n, num_threads,
-           isa);
+      gemm_dense("gemm_w16", x, reinterpret_cast<const BFloat16*>(w), bias, y, m, k, n,
+                 num_threads, isa);
       return;
     default:
       throw std::invalid_argument(std::string("gemm_w16: weight dtype ") + dtype_name(w_dtype) +
                                   " is not a 16-bit float (float16 or bfloat16; float32 weights: "
                                   "gemm_f32_cpu)");
   }
+}
+
+void gemm_awq_cpu(const float* x, const int32_t* qweight, const int32_t* qzeros,
+                  const uint16_t* scales, const float* bias, float* y, int64_t m, int64_t k,
+                  int64_t n, int64_t group_size, int num_threads, const std::string& isa) {
+  const char* op = "gemm_awq";
+  check_not_null(op, x, "x");
+  check_not_null(op, qweight, "qweight");
+  check_not_null(op, qzeros, "qzeros");
+  check_not_null(op, scales, "scales");
+  check_not_null(op, y, "y");
+  check_sizes(op, m, k, n);
+  w4a16_check_sizes(m, k, n, group_size);
+  check_num_threads(op, num_threads);
+  const Awq src{qweight, qzeros, reinterpret_cast<const Half*>(scales), k, n, group_size};
+  gemm(op, x, src, bias, y, m, num_threads, isa);
 }
 
 }  // namespace vilau

@@ -192,7 +192,7 @@ def test_forward_matches_autoawq_and_float64(fmt, name, monkeypatch):
     # one op per call: the packed CPU GEMV below the BLAS rows (group_size % 32 == 0), else
     # w4a16_linear
     rows = x.numel() // x.shape[-1]
-    packed = info["group_size"] % 32 == 0 and rows < awq.kernels.W4A16_CPU_BLAS_MIN_M
+    packed = info["group_size"] % 32 == 0 and rows <= awq.kernels.w4a16_cpu_packed_max_rows(x)
     assert calls == ["w4a16_linear_packed" if packed else "w4a16_linear"], calls
     assert y.dtype == torch.float16 and y.shape == t[f"{name}.y_gemm_forward"].shape
     ref = x.double() @ t[f"{name}.dequant_in_out"].double()

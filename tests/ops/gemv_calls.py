@@ -46,3 +46,15 @@ def gemm_f32(x, w, bias=None, isa="auto", threads=2):
     else:
         _native().gemm_w16_cpu(x.data_ptr(), w.data_ptr(), _DTYPE_CODES[w.dtype], *args)
     return y
+
+
+def gemm_awq(x, qweight, qzeros, scales, group_size, bias=None, isa="auto", threads=2):
+    """``_C.gemm_awq_cpu`` on AutoAWQ GEMM-format buffers into a new [M, N]."""
+    n = qweight.shape[1] * 8
+    y = torch.empty(x.shape[0], n)
+    _native().gemm_awq_cpu(
+        x.data_ptr(), qweight.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),
+        0 if bias is None else bias.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], n,
+        group_size, threads, isa,
+    )  # fmt: skip
+    return y

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gemv_calls import gemm_f32
+from gemv_calls import gemm_awq, gemm_f32
 from qemu_aarch64 import build_and_run, needs_qemu
+from safetensors.torch import load_file
 
+from vilau_rt.model.awq_format import pack_gemm
 from vilau_rt.ops import native
 
 _C = pytest.importorskip("vilau_rt._C")
@@ -135,6 +137,65 @@ def test_null_buffers_and_16bit_dtypes_are_refused_by_name():
         _C.gemm_w16_cpu(x.data_ptr(), w.data_ptr(), 0, 0, y.data_ptr(), 2, 64, 8, 1)
 
 
+# ------------------------------------------------------------------------ AWQ weights
+
+
+def _awq_layer(k: int, n: int, group: int, seed: int):
+    """Random AutoAWQ GEMM buffers and their weights W [N, K] as float16 values in float32,
+    dequantized here in float64 and rounded once (independent of the kernel's unpacking)."""
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 16, (k, n), generator=gen)
+    zeros = torch.randint(0, 16, (k // group, n), generator=gen)
+    scales = (torch.rand(k // group, n, generator=gen) * 0.05 + 1e-3).half()
+    qweight, qzeros, scales = pack_gemm(codes, zeros, scales)
+    z = zeros.double().repeat_interleave(group, 0)
+    s = scales.double().repeat_interleave(group, 0)
+    w = ((codes.double() - z) * s).half().float().T.contiguous()
+    return (qweight, qzeros, scales), w
+
+
+@pytest.mark.parametrize(("m", "k", "n", "group"), [(9, 256, 64, 128), (100, 384, 96, 64),
+                                                     (3, 128, 40, 32), (17, 512, 136, 128)])  # fmt: skip
+def test_awq_gives_the_bits_of_its_float16_weights(m, k, n, group):
+    buffers, w = _awq_layer(k, n, group, seed=m + k + n)
+    gen = torch.Generator().manual_seed(4)
+    x, b = torch.randn(m, k, generator=gen), torch.randn(n, generator=gen)
+    ref = gemm_f32(x, w, b, "scalar")
+    for isa in _C.gemm_f32_isas():
+        for bias in (b, None):
+            want = ref if bias is not None else gemm_f32(x, w, None, "scalar")
+            assert torch.equal(gemm_awq(x, *buffers, group, bias, isa), want), isa
+
+
+def test_awq_on_autoawq_buffers_gives_the_bits_of_autoawq_weights(awq_fixture):
+    """AutoAWQ's own buffers (format_gemm.safetensors) against its own float16 weights."""
+    tensors = load_file(str(awq_fixture / "format_gemm.safetensors"))
+    layers = {key.split(".")[0] for key in tensors if key.endswith(".qweight")}
+    assert layers
+    for name in sorted(layers):
+        qweight, qzeros = tensors[f"{name}.qweight"], tensors[f"{name}.qzeros"]
+        scales = tensors[f"{name}.scales"].contiguous()
+        k = qweight.shape[0]
+        group = k // qzeros.shape[0]
+        w = tensors[f"{name}.fake_quant_weight_fp16"].float().contiguous()  # [N, K]
+        x = tensors[f"{name}.x"].float().reshape(-1, k).contiguous()
+        for isa in _C.gemm_f32_isas():
+            got = gemm_awq(x, qweight, qzeros, scales, group, None, isa)
+            assert torch.equal(got, gemm_f32(x, w, None, "scalar")), (name, isa)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "group", "match"),
+    [(256, 60, 128, "N"), (200, 64, 128, "K"), (0, 64, 128, "K = 0")],
+)
+def test_awq_sizes_the_format_forbids_are_refused_by_name(k, n, group, match):
+    buf = torch.zeros(4096, dtype=torch.int32)
+    x, y = torch.zeros(2, 256), torch.empty(2, 64)
+    with pytest.raises(ValueError, match=match):
+        _C.gemm_awq_cpu(x.data_ptr(), buf.data_ptr(), buf.data_ptr(), buf.data_ptr(), 0,
+                        y.data_ptr(), 2, k, n, group, 1)  # fmt: skip
+
+
 # ------------------------------------------------------------------------ native.linear
 
 
@@ -164,7 +225,7 @@ def test_linear_runs_the_gemm_on_prefill_rows(dtype):
 @needs_qemu
 def test_neon_gemm_returns_the_scalar_bits_under_qemu(tmp_path):
     sources = ["tests/ops/gemm_isa_check.cpp", "csrc/gemm/gemm_f32_cpu.cpp",
-               "csrc/common/cpu_isa.cpp", "csrc/common/dtype.cpp"]  # fmt: skip
+               "csrc/common/cpu_isa.cpp", "csrc/common/dtype.cpp", "csrc/w4a16/w4a16_args.cpp"]  # fmt: skip
     out = build_and_run(tmp_path / "gemm_isa_check", sources)
     assert "isas: neon scalar" in out
     # 4 M x 3 K x 4 N x (bias, none) x 2 isas; 16-bit: x 2 dtypes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from gemv_calls import gemm_f32
 from test_w4a16_ops import DTYPE_CODES, assert_close_to_ref, make_layer
 
 from vilau_rt import _C
@@ -129,6 +130,23 @@ def test_module_runs_the_packed_op_below_the_blas_rows(rows):
     assert torch.equal(y, expect)
     assert_close_to_ref(y, kernels.w4a16_linear(x, lin.qweight, lin.qzeros, lin.scales, lin.bias,
                                                 128).double(), torch.float16)  # fmt: skip
+
+
+@pytest.mark.skipif(not kernels.cpu_gemm_is_fast(), reason="the AWQ GEMM route is AVX-512 only")
+def test_float32_prefill_rows_take_the_awq_gemm_from_17_rows():
+    """Float32 x: the module keeps the packed GEMV up to 16 rows; from 17 the op runs
+    csrc/gemm's AWQ GEMM, whose bits are gemm_f32 on the float16-exact weights."""
+    lin = layer_module()
+    assert kernels.w4a16_cpu_packed_max_rows(torch.zeros(1, 256)) == 16
+    assert kernels.w4a16_cpu_packed_max_rows(torch.zeros(1, 256).half()) == 64
+    x = torch.randn(kernels.W4A16_CPU_GEMM_MIN_M, 256, generator=torch.Generator().manual_seed(3))
+    y = lin(x)
+    w = kernels.w4a16_dequantize(lin.qweight, lin.qzeros, lin.scales, 128, torch.float32)
+    assert torch.equal(y, gemm_f32(x, w.T.contiguous(), lin.bias.float(), "scalar"))
+    short = lin(x[:16])
+    packed = kernels.w4a16_linear_packed(x[:16], lin.packed_weight(), lin.qzeros, lin.scales,
+                                         lin.bias, 128)  # fmt: skip
+    assert torch.equal(short, packed)
 
 
 def test_module_keeps_the_awq_route_for_blas_rows_and_other_group_sizes():

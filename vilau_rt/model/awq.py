@@ -165,13 +165,13 @@ class W4A16Linear(nn.Module):
     | x       | [..., K]   | float32 / float16 / bfloat16   |
     | returns | [..., N]   | x's dtype                      |
 
-    On the CPU, calls with 1 <= M < ``W4A16_CPU_BLAS_MIN_M`` rows (decode, CFG pairs, short
-    prefills) and group_size % 32 == 0 run ``vilau::w4a16_linear_packed`` on a k-contiguous copy
-    of the codes, built on the first such call and cached outside the state dict (rebuilt when
-    qweight is replaced, written in place or moved). Other calls, CUDA, and traced / compiled /
-    exported graphs use ``vilau::w4a16_linear``. The two routes differ by float32 rounding only
-    (the packed GEMV sums in a different fixed order).
-    """
+    On the CPU, calls with 1 <= M <= ``kernels.w4a16_cpu_packed_max_rows(x)`` rows (decode, CFG
+    pairs, short prefills: 16 for float32 x where csrc/gemm runs AVX-512, whose AWQ GEMM serves
+    the op from 17 rows; else 64) and group_size % 32 == 0 run ``vilau::w4a16_linear_packed``
+    on a k-contiguous copy of the codes, built on the first such call and cached outside the
+    state dict (rebuilt when qweight is replaced, written in place or moved). Other calls, CUDA,
+    and traced / compiled / exported graphs use ``vilau::w4a16_linear``. The two routes differ
+    by float32 rounding only (the packed GEMV sums in a different fixed order)."""
 
     def __init__(
         self,
@@ -267,7 +267,7 @@ class W4A16Linear(nn.Module):
             x.device.type == "cpu"
             and self.qweight.device.type == "cpu"
             and self.group_size % 32 == 0
-            and 1 <= rows < kernels.W4A16_CPU_BLAS_MIN_M
+            and 1 <= rows <= kernels.w4a16_cpu_packed_max_rows(x)
         )
 
     def packed_weight(self) -> torch.Tensor:

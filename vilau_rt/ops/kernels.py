@@ -25,6 +25,8 @@ its output row is NaN (checking would need a device sync).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -250,6 +252,28 @@ def _check_linear(
 # SIMD GEMV slabs win (bench/RESULTS.md, 2026-12-01).
 W4A16_CPU_BLAS_MIN_M = 65
 
+# Rows of float32 x from which the CPU op runs csrc/gemm's AWQ GEMM (weights dequantized while a
+# panel is packed, 8 x 32 FMA tiles) where that GEMM's path is AVX-512 (``cpu_gemm_is_fast``):
+# 1.6-3.6x dequantize + BLAS and the tiled kernel from 9 to 128 rows, level with the packed GEMV
+# at 16 rows and ahead above (bench/RESULTS.md, 2026-12-02).
+W4A16_CPU_GEMM_MIN_M = 17
+
+
+@functools.cache
+def cpu_gemm_is_fast() -> bool:
+    """True where csrc/gemm's first path is AVX-512, the one measured faster than torch's BLAS
+    (MKL sgemm) and than dequantize + BLAS. Its AVX2 and NEON paths return the same bits but
+    have not been measured against those, so there the previous routes stay."""
+    return _native().gemm_f32_isas()[0] == "avx512"
+
+
+def w4a16_cpu_packed_max_rows(x: Tensor) -> int:
+    """Most rows of ``x`` that a CPU W4A16 linear runs on the packed GEMV: 16 for float32 x where
+    ``cpu_gemm_is_fast`` (the AWQ GEMM takes over from 17 rows), else 64 (BLAS from 65)."""
+    if x.dtype == torch.float32 and cpu_gemm_is_fast():
+        return W4A16_CPU_GEMM_MIN_M - 1
+    return W4A16_CPU_BLAS_MIN_M - 1
+
 
 @torch.library.custom_op("vilau::w4a16_linear", mutates_args=(), device_types=("cpu", "cuda"))
 def _w4a16_linear_op(
@@ -269,7 +293,19 @@ def _w4a16_linear_op(
     bias_ptr = 0 if bias is None else bias.contiguous().data_ptr()
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=device)
     m = x.numel() // k
-    if m and device.type == "cpu" and m >= W4A16_CPU_BLAS_MIN_M:
+    if (
+        device.type == "cpu"
+        and x.dtype == torch.float32
+        and m >= W4A16_CPU_GEMM_MIN_M
+        and (cpu_gemm_is_fast())
+    ):  # prefill: the float16-exact weights dequantized per packed panel, one FMA chain each
+        b = None if bias is None else bias.float().contiguous()  # held past the call
+        _native().gemm_awq_cpu(
+            x.data_ptr(), qweight.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),
+            0 if b is None else b.data_ptr(), y.data_ptr(), m, k, n, group_size,
+            torch.get_num_threads(),
+        )  # fmt: skip
+    elif m and device.type == "cpu" and m >= W4A16_CPU_BLAS_MIN_M:
         # Prefill on the CPU: float16-exact weights in float32, then BLAS, one rounding at the end
         w = _w4a16_dequantize_op(qweight, qzeros, scales, group_size, torch.float32)
         x2 = x.reshape(m, k).float()
