@@ -11,6 +11,7 @@
 #include "common/dtype.h"
 #include "common/float_cpu.h"
 #include "common/threads.h"
+#include "common/widen_x86.h"
 #include "w4a16/w4a16.h"
 #include "w4a16/w4a16_pack.h"
 
@@ -90,15 +91,7 @@ void pack_panel_scalar(const Src& src, int64_t n0, int64_t k0, int kc, float* ds
 #define VILAU_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define VILAU_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-//! 16 consecutive weights as float32: a load, or a 16-bit load widened exactly.
-VILAU_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-VILAU_AVX512 inline __m512 load16(const Half* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-VILAU_AVX512 inline __m512 load16(const BFloat16* p) {  // bf16 bits << 16 are the float32 bits
-  const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
-}
+using widen::load16;
 
 //! r[i] holds row i of a 16 x 16 tile; afterwards r[j] holds its column j.
 VILAU_AVX512 inline void transpose16(__m512 r[16]) {

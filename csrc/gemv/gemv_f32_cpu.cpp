@@ -9,16 +9,18 @@
 // KiB) stays in L1. R is chosen so the accumulators fit the register file.
 //
 // One template serves every weight type T (float, Half, BFloat16, int8_t): only the load of a
-// vector of weights differs (load16 / load8 / load4 below: a float32 load, or a 16-bit or 8-bit
-// load converted to float32 in registers, which is exact), so the blocks, the tree and the plans
-// are shared and a 16-bit or int8 weight gives the bits of its float32 upcast. The int8 GEMV's
-// scale per row is applied once per output, after the sum (finish()), on every path alike.
+// vector of weights differs (load16 / load8 from common/widen_x86.h, load4 below: a float32
+// load, or a 16-bit or 8-bit load converted to float32 in registers, which is exact), so the
+// blocks, the tree and the plans are shared and a 16-bit or int8 weight gives the bits of its
+// float32 upcast. The int8 GEMV's scale per row is applied once per output, after the sum
+// (finish()), on every path alike.
 #include "gemv/gemv_f32.h"
 
 #include "common/cpu_isa.h"
 #include "common/dtype.h"
 #include "common/float_cpu.h"
 #include "common/threads.h"
+#include "common/widen_x86.h"
 
 #include <algorithm>
 #include <cmath>
@@ -70,33 +72,8 @@ void rows_scalar(const float* x, const T* w, const float* row_scale, const float
 #define VILAU_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #define VILAU_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-//! 16 consecutive weights as float32: a load, or a 16-bit load widened exactly.
-VILAU_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-VILAU_AVX512 inline __m512 load16(const Half* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-VILAU_AVX512 inline __m512 load16(const BFloat16* p) {  // bf16 bits << 16 are the float32 bits
-  const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
-}
-VILAU_AVX512 inline __m512 load16(const int8_t* p) {  // sign-extend to int32, then convert
-  const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
-}
-
-//! 8 consecutive weights as float32 (F16C for float16).
-VILAU_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-VILAU_AVX2 inline __m256 load8(const Half* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-VILAU_AVX2 inline __m256 load8(const BFloat16* p) {
-  const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
-}
-VILAU_AVX2 inline __m256 load8(const int8_t* p) {  // an 8-byte load: no read past the 8 weights
-  const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
-}
+using widen::load16;
+using widen::load8;
 
 //! Sum of 8 lanes as (a[j] + a[j + 4]), then (+2), then (+1).
 VILAU_AVX2 inline float reduce8(__m256 a) {
