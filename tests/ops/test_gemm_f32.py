@@ -63,7 +63,7 @@ def test_the_scalar_reference_is_the_documented_fma_chain(bias):
     )
 
 
-@pytest.mark.parametrize("m", [1, 7, 8, 9, 17, 100])
+@pytest.mark.parametrize("m", [1, 7, 8, 9, 16, 17, 100])
 @pytest.mark.parametrize(("k", "n"), [(1, 1), (16, 32), (300, 33), (513, 70), (256, 130)])
 def test_every_isa_returns_the_scalar_bits(m, k, n):
     gen = torch.Generator().manual_seed(m * 1000 + k + n)
@@ -76,9 +76,10 @@ def test_every_isa_returns_the_scalar_bits(m, k, n):
 
 
 @pytest.mark.parametrize("dtype", W16)
-def test_16bit_weights_give_the_bits_of_their_float32_upcast(dtype):
+@pytest.mark.parametrize("m", [5, 16, 19])  # the small-M path (AVX-512, M <= 16) and the packed
+def test_16bit_weights_give_the_bits_of_their_float32_upcast(dtype, m):
     gen = torch.Generator().manual_seed(5)
-    x, b = torch.randn(19, 272, generator=gen), torch.randn(70, generator=gen)
+    x, b = torch.randn(m, 272, generator=gen), torch.randn(70, generator=gen)
     w = (torch.randn(70, 272, generator=gen) * torch.logspace(-6, 3, 70)[:, None]).to(dtype)
     ref = gemm_f32(x, w.float(), b, "scalar")
     for isa in _C.gemm_f32_isas():
