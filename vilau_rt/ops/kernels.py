@@ -293,12 +293,8 @@ def _w4a16_linear_op(
     bias_ptr = 0 if bias is None else bias.contiguous().data_ptr()
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=device)
     m = x.numel() // k
-    if (
-        device.type == "cpu"
-        and x.dtype == torch.float32
-        and m >= W4A16_CPU_GEMM_MIN_M
-        and (cpu_gemm_is_fast())
-    ):  # prefill: the float16-exact weights dequantized per packed panel, one FMA chain each
+    gemm = device.type == "cpu" and x.dtype == torch.float32 and m >= W4A16_CPU_GEMM_MIN_M
+    if gemm and cpu_gemm_is_fast():  # prefill: float16-exact weights dequantized per packed panel
         b = None if bias is None else bias.float().contiguous()  # held past the call
         _native().gemm_awq_cpu(
             x.data_ptr(), qweight.data_ptr(), qzeros.data_ptr(), scales.data_ptr(),

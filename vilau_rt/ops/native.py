@@ -44,7 +44,6 @@ never synchronises with the host: on CUDA ``NativeBackend`` captures it in a CUD
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
@@ -52,7 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .kernels import _DTYPE_CODES, _check_cpu, _check_device, _check_dtype, _check_ndim, _native
+from .kernels import (
+    _DTYPE_CODES,
+    _check_cpu,
+    _check_device,
+    _check_dtype,
+    _check_ndim,
+    _native,
+    cpu_gemm_is_fast,
+)
 
 WEIGHTS_PER_BLOCK = 16
 
@@ -63,44 +70,37 @@ WEIGHTS_PER_BLOCK = 16
 _GEMV_WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def gemv_rows(x: Tensor, weight: Tensor) -> int:
-    """Rows of ``x`` that ``linear`` sends to the native GEMV (0: it uses BLAS): x CPU float32,
-    weight CPU float32 (``_C.gemv_f32_cpu``) or float16 / bfloat16 (``_C.gemv_w16_cpu``),
-    contiguous, K % 32 == 0 and at most ``_C.GEMV_F32_MAX_M`` rows (decode steps, CFG pairs).
-    Larger M (prefill) is a GEMM, where BLAS wins."""
-    if x.device.type != "cpu" or x.dtype != torch.float32:
+def _cpu_rows(x: Tensor, weight: Tensor) -> int:
+    """Rows of ``x`` when the native float kernels can read both operands in place (x CPU
+    float32; weight a contiguous CPU float32 / float16 / bfloat16 matrix), else 0."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not x.dim() or not x.shape[-1]:
         return 0
     if weight.device.type != "cpu" or weight.dtype not in _GEMV_WEIGHT_DTYPES or weight.dim() != 2:
         return 0
-    k = x.shape[-1]
-    m = x.numel() // k if k else 0
-    ext = _native()
-    if not 1 <= m <= ext.GEMV_F32_MAX_M or k % 32 or not weight.is_contiguous():
-        return 0
-    return m
+    return x.numel() // x.shape[-1] if weight.is_contiguous() else 0
+
+
+def gemv_rows(x: Tensor, weight: Tensor) -> int:
+    """Rows of ``x`` that ``linear`` sends to the native GEMV (0: not): x CPU float32, weight CPU
+    float32 (``_C.gemv_f32_cpu``) or float16 / bfloat16 (``_C.gemv_w16_cpu``), contiguous,
+    K % 32 == 0 and at most ``_C.GEMV_F32_MAX_M`` rows (decode steps, CFG pairs). Larger M
+    (prefill): ``gemm_rows``."""
+    m = _cpu_rows(x, weight)
+    return m if 1 <= m <= _native().GEMV_F32_MAX_M and x.shape[-1] % 32 == 0 else 0
 
 
 def gemm_rows(x: Tensor, weight: Tensor) -> int:
     """Rows of ``x`` that ``linear`` sends to the native GEMM (0: not): x CPU float32, more rows
     than the GEMV serves (prefill), weight CPU, 2-D, contiguous, and either float16 / bfloat16
     (``_C.gemm_w16_cpu``: widened while packed; the alternative builds a float32 copy of W on
-    every call) or float32 on a machine whose GEMM path is AVX-512 (``_C.gemm_f32_cpu``: measured
-    1.2-2x torch's MKL sgemm there, bench/RESULTS.md; elsewhere torch's BLAS is kept)."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or not x.shape or not x.shape[-1]:
+    every call) or float32 where ``kernels.cpu_gemm_is_fast`` (``_C.gemm_f32_cpu``: measured
+    1.1-2.1x torch's MKL sgemm on AVX-512, bench/RESULTS.md; elsewhere torch's BLAS is kept)."""
+    m = _cpu_rows(x, weight)
+    if m <= _native().GEMV_F32_MAX_M:
         return 0
-    if weight.device.type != "cpu" or weight.dtype not in _GEMV_WEIGHT_DTYPES or weight.dim() != 2:
-        return 0
-    m = x.numel() // x.shape[-1]
-    if m <= _native().GEMV_F32_MAX_M or not weight.is_contiguous():
-        return 0
-    if weight.dtype == torch.float32 and _gemm_isa() != "avx512":
+    if weight.dtype == torch.float32 and not cpu_gemm_is_fast():
         return 0
     return m
-
-
-@functools.cache
-def _gemm_isa() -> str:
-    return _native().gemm_f32_isas()[0]
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
