@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "common/dtype.h"
 #include "decode/llama_decode.h"
 
 namespace py = pybind11;
@@ -28,6 +29,21 @@ void bind_decode(py::module_& m) {
           },
           "float32 weight [N, K] (torch.nn.Linear), bias float32 [N] or 0.", py::arg("weight"),
           py::arg("bias"), py::arg("n"), py::arg("k"))
+      .def_static(
+          "w16",
+          [](std::uintptr_t weight, int w_dtype, std::uintptr_t bias, int64_t n, int64_t k) {
+            DecodeLinear lin;
+            lin.kind = DecodeLinear::Kind::kW16;
+            lin.n = n;
+            lin.k = k;
+            lin.weight16 = address<const uint16_t>(weight, "weight");
+            lin.w16_dtype = dtype_from_code(w_dtype, "DecodeLinear.w16 w_dtype");
+            lin.bias = address<const float>(bias, "bias", true);
+            return lin;
+          },
+          "float16 / bfloat16 weight [N, K] (w_dtype: the dtype code, 1 or 2), read by the "
+          "16-bit GEMV (the bits of float32 on its upcast); bias float32 [N] or 0.",
+          py::arg("weight"), py::arg("w_dtype"), py::arg("bias"), py::arg("n"), py::arg("k"))
       .def_static(
           "w4a16_packed",
           [](std::uintptr_t packed, std::uintptr_t qzeros, std::uintptr_t scales,

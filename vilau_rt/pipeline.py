@@ -202,9 +202,12 @@ class Pipeline:
             raise BackendError(
                 f"int8_activations runs on backend 'native' on the CPU; this is {backend!r} on {device}"
             )
+        # native on the CPU in float32: 16-bit LLM linears stay 16-bit (model/linear16.py)
+        keep_16bit = backend == "native" and device.type == "cpu" and dtype == torch.float32
         model = load_vilau(
-            path, dtype=dtype, device=device, siglip_config=siglip_config, check_finite=check_finite
-        )
+            path, dtype=dtype, device=device, siglip_config=siglip_config,
+            check_finite=check_finite, keep_16bit=keep_16bit,
+        )  # fmt: skip
         tokenizer = Tokenizer.from_folder(Path(path) / "llm")
         if backend == "native":
             from .backends.native_backend import NativeBackend

@@ -5,8 +5,9 @@
 // attention, SiLU, residual adds) that cost as much again. Here a layer is: RMSNorm -> fused
 // q/k/v GEMV -> RoPE -> KV-cache write -> attention over the filled slots -> o GEMV + residual ->
 // RMSNorm -> fused gate/up GEMV -> SiLU(gate) * up -> down GEMV + residual; the step ends with the
-// final RMSNorm. The GEMVs are csrc/gemv (float32), the packed W4A16 GEMV (csrc/w4a16) and, for
-// a model run with int8 activations (opt-in), the W4A8 GEMV (csrc/w4a8).
+// final RMSNorm. The GEMVs are csrc/gemv (float32 weights, or float16 / bfloat16 ones widened to
+// float32 in registers: the same bits, half the bytes), the packed W4A16 GEMV (csrc/w4a16) and,
+// for a model run with int8 activations (opt-in), the W4A8 GEMV (csrc/w4a8).
 //
 // Arithmetic (float32 throughout; the model's ops in vilau_rt/model/llama.py, in the same order
 // of operations, except where noted):
@@ -26,6 +27,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/dtype.h"
+
 namespace vilau {
 
 //! One linear layer y[M, N] = x[M, K] @ W^T + bias in one of the stored forms.
@@ -34,12 +37,15 @@ struct DecodeLinear {
     kFloat32 = 0,      //!< weight float32 [N, K] (torch.nn.Linear), bias float32 [N] or null
     kW4A16Packed = 1,  //!< the packed W4A16 layout (w4a16.h), scales/bias float16
     kW4A8 = 2,         //!< the W4A8 layout (w4a8.h): int8 activations, approximate, opt-in
+    kW16 = 3,          //!< weight float16 / bfloat16 [N, K] (weight16, w16_dtype), bias float32
   };
   Kind kind = Kind::kFloat32;
   int64_t n = 0;
   int64_t k = 0;
   const float* weight = nullptr;    //!< kFloat32
-  const float* bias = nullptr;      //!< kFloat32, optional
+  const float* bias = nullptr;      //!< kFloat32, kW16: optional
+  const uint16_t* weight16 = nullptr;  //!< kW16: the weights' bit patterns
+  DType w16_dtype = DType::kFloat16;   //!< kW16: DType::kFloat16 or DType::kBFloat16
   const uint8_t* packed = nullptr;  //!< kW4A16Packed: K * N / 2 bytes; kW4A8: the codes
   const int32_t* qzeros = nullptr;  //!< kW4A16Packed: int32 [K/G, N/8]
   const uint8_t* zeros8 = nullptr;  //!< kW4A8: uint8 [N/16, K/G, 16]

@@ -32,6 +32,13 @@ void check_linear(const DecodeLinear& lin, const std::string& name, int64_t n, i
     case DecodeLinear::Kind::kFloat32:
       if (lin.weight == nullptr) bad(name + ": null float32 weight");
       return;
+    case DecodeLinear::Kind::kW16:
+      if (lin.weight16 == nullptr) bad(name + ": null 16-bit weight");
+      if (lin.w16_dtype != DType::kFloat16 && lin.w16_dtype != DType::kBFloat16) {
+        bad(name + ": a 16-bit weight must be float16 or bfloat16, not " +
+            dtype_name(lin.w16_dtype));
+      }
+      return;
     case DecodeLinear::Kind::kW4A16Packed:
       if (!lin.packed || !lin.qzeros || !lin.scales) bad(name + ": null packed W4A16 buffer");
       if (lin.group_size < 32 || lin.group_size % 32 || k % lin.group_size) {
@@ -56,6 +63,8 @@ void run_linear(const DecodeLinear& lin, const float* x, float* y, int64_t m, in
                 std::vector<int8_t>& quantized) {
   if (lin.kind == DecodeLinear::Kind::kFloat32) {
     gemv_f32_cpu(x, lin.weight, lin.bias, y, m, lin.k, lin.n, threads);
+  } else if (lin.kind == DecodeLinear::Kind::kW16) {
+    gemv_w16_cpu(x, lin.weight16, lin.w16_dtype, lin.bias, y, m, lin.k, lin.n, threads);
   } else if (lin.kind == DecodeLinear::Kind::kW4A8) {
     w4a8_linear_cpu(x, lin.packed, lin.zeros8, static_cast<const uint16_t*>(lin.scales),
                     static_cast<const uint16_t*>(lin.bias16), y, m, lin.k, lin.n, lin.group_size,
@@ -252,7 +261,9 @@ int64_t LlamaDecoder::max_batch() const {
     for (const DecodeLinear& p : l.qkv) all.push_back(&p);
     for (const DecodeLinear& p : l.gate_up) all.push_back(&p);
     for (const DecodeLinear* lin : all) {
-      if (lin->kind == DecodeLinear::Kind::kFloat32) return kGemvF32MaxM;
+      if (lin->kind == DecodeLinear::Kind::kFloat32 || lin->kind == DecodeLinear::Kind::kW16) {
+        return kGemvF32MaxM;
+      }
     }
   }
   return std::numeric_limits<int64_t>::max();  // the packed GEMV serves any M

@@ -14,6 +14,7 @@ from vilau_rt.backends.cpu_decoder import CpuDecoder
 from vilau_rt.backends.native_backend import _FusedLayer, quantize_llm_linears
 from vilau_rt.model.awq import W4A16Linear
 from vilau_rt.model.awq_format import dequantize_gemm, unpack_gemm
+from vilau_rt.model.linear16 import keep_linears_16bit
 from vilau_rt.model.llama import LlamaConfig, LlamaForCausalLM, RotaryEmbedding
 from vilau_rt.ops import kernels, w4a8
 
@@ -109,6 +110,48 @@ def test_w4a16_decode_steps_match_transformers_on_the_dequantized_weights():
     assert run.decoder.max_batch == 64  # every layer linear is packed W4A16
     got = run.logits(ids, torch.arange(16).expand(2, 16))
     torch.testing.assert_close(got, hf(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@torch.no_grad()
+def test_16bit_decode_steps_match_transformers_on_the_upcast_weights(dtype):
+    """Linear16 layers (16-bit weights kept as stored) run the 16-bit GEMV; the reference is
+    transformers with the same weights rounded to dtype and held in float32."""
+    cfg, hf, ours = _pair(n_kv=2)
+    state = dict(ours.named_modules())
+    stored = {f"{n}.weight": dtype for n, m in state.items() if type(m) is torch.nn.Linear}
+    old = {n: m for n, m in state.items() if type(m) is torch.nn.Linear}
+    assert keep_linears_16bit(ours, stored)
+    for name, lin in old.items():
+        new = ours.get_submodule(name)
+        new.weight.copy_(lin.weight.to(dtype))
+        hf.get_submodule(name).weight.copy_(lin.weight.to(dtype).float())
+    ids = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(5))
+    run = _Run(ours, 2, 16)
+    assert run.decoder.max_batch == 4  # the 16-bit GEMV serves up to 4 rows, as float32 does
+    got = run.logits(ids, torch.arange(16).expand(2, 16))
+    torch.testing.assert_close(got, hf(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_a_16bit_linear_must_be_float16_or_bfloat16():
+    ext = kernels._native()
+    w = torch.zeros(64, 64, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="DecodeLinear.w16 w_dtype"):
+        ext.DecodeLinear.w16(w.data_ptr(), 7, 0, 64, 64)
+    norm = torch.ones(64)
+    n = norm.data_ptr()
+    dec = ext.LlamaDecoder(64, 4, 4, 16, 160, 1e-5, n)
+    f32 = {(r, k): torch.zeros(r, k) for r, k in [(192, 64), (320, 64), (64, 160)]}
+
+    def lin(r, k):
+        return ext.DecodeLinear.float32(f32[(r, k)].data_ptr(), 0, r, k)
+
+    bad = ext.DecodeLinear.w16(w.data_ptr(), 0, 0, 64, 64)  # code 0: float32
+    with pytest.raises(ValueError, match="layer 0 o_proj: a 16-bit weight must be float16 or "
+                       "bfloat16, not float32"):  # fmt: skip
+        dec.add_layer(n, n, [lin(192, 64)], bad, [lin(320, 64)], lin(64, 160))
+    with pytest.raises(ValueError, match="weight"):
+        ext.DecodeLinear.w16(0, 2, 0, 64, 64)
 
 
 def _w4a8_emulation(module: W4A16Linear):

@@ -4,7 +4,8 @@
 attention over the filled slots, the o GEMV, the fused gate/up GEMV, SiLU and the down GEMV of
 every layer, then the final norm, without returning to Python: the op-by-op step spends ~45
 framework ops per layer around its GEMVs (bench/RESULTS.md). This module builds one from a
-model's float32 ``nn.Linear`` or CPU ``W4A16Linear`` layers (float q/k/v and gate/up as the
+model's float32 ``nn.Linear``, ``Linear16`` (16-bit weights, model/linear16.py) or CPU
+``W4A16Linear`` layers (float q/k/v and gate/up as the
 checkpoint maps them, W4A16 ones through the backend's fused packed GEMV, or, when the backend
 runs with int8 activations, through their W4A8 copies) and points it at the backend's KV cache.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..model.awq import W4A16Linear
+from ..model.linear16 import Linear16
 from ..ops import kernels
 
 
@@ -31,7 +33,7 @@ class CpuDecoder:
     @classmethod
     @torch.no_grad()
     def of(cls, llm, fused_layers, w4a8_layers=None) -> tuple[CpuDecoder | None, str]:
-        """(decoder, "") for a CPU float32 LLM of float32 ``nn.Linear`` or ``W4A16Linear``
+        """(decoder, "") for a CPU float32 LLM of float32 ``nn.Linear``, ``Linear16`` or ``W4A16Linear``
         layers (q/k/v and gate/up fused where ``fused_layers`` has them; a layer with an entry
         in ``w4a8_layers``, {module: ``W4A8Weights``}, runs that), else (None, why not)."""
         cfg = llm.config
@@ -59,6 +61,11 @@ class CpuDecoder:
                 bias = 0 if module.bias is None else addr(module.bias)
                 n, k = module.weight.shape
                 return ext.DecodeLinear.float32(addr(module.weight), bias, n, k)
+            if type(module) is Linear16 and module.weight.device.type == "cpu":
+                bias = 0 if module.bias is None else addr(module.bias)
+                n, k = module.weight.shape
+                code = kernels._DTYPE_CODES[module.weight.dtype]
+                return ext.DecodeLinear.w16(addr(module.weight), code, bias, n, k)
             if isinstance(module, W4A16Linear) and module.qweight.device.type == "cpu":
                 bias = 0 if module.bias is None else addr(module.bias)
                 return ext.DecodeLinear.w4a16_packed(

@@ -6,7 +6,8 @@
 | RVQ encode/sum | ``vilau::rvq_encode`` / ``rvq_lookup`` | the same ops, CUDA kernels      |
 | LLM            | static-shape forward over the cache;   | same; T=1 step: a graph / batch |
 |                | T=1 step: one C++ call (cpu_decoder)   |                                 |
-| LLM linears    | our GEMVs (float32, packed W4A16)      | torch, W4A16 GEMV kernel        |
+| LLM linears    | our GEMVs / GEMM (float32, 16-bit      | torch, W4A16 GEMV kernel        |
+|                | weights as stored, packed W4A16)       |                                 |
 | depth position | ``native.depth_loop``, C++ sampler | same + projector, one graph     |
 
 The KV cache is allocated once per (batch, length) request that does not fit the current one and
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 
 from ..errors import BackendError
 from ..model.awq import AWQConfig, W4A16Linear, quantized_linear_names
+from ..model.linear16 import Linear16
 from ..model.llama import RotaryEmbedding, rotate_half
 from ..model.vilau import VilaU
 from ..ops import kernels, native, w4a8
@@ -106,7 +108,7 @@ class NativeBackend(Backend):
         if self._lm_head16 is not None:
             self.stats["lm_head"] = f"{self._lm_head16.dtype} copy (exact) for decode"
         self._lm_head8 = None  # int8_activations: W8A8 (int8 per row, as llama.cpp quantizes it)
-        if int8_activations and type(head) is torch.nn.Linear and head.in_features % 32 == 0:
+        if int8_activations and _is_float_linear(head) and head.in_features % 32 == 0:
             self._lm_head8 = w4a8.W8A8Weights.from_float(head.weight, head.bias)
             self.stats["lm_head"] = "int8 per row, int8 activations (W8A8, approximate) for decode"
         self._depth_weights = native.depth_weights(model.depth_transformer)
@@ -137,6 +139,9 @@ class NativeBackend(Backend):
         else:  # as loaded: float, or an AWQ checkpoint's W4A16 layers
             int4 = next((m for m in model.llm.modules() if isinstance(m, W4A16Linear)), None)
             backend.stats["llm_weights"] = f"W4A16 g{int4.group_size}" if int4 else "float"
+        kept = sorted({str(m.weight.dtype) for m in model.llm.modules() if type(m) is Linear16})
+        if kept:  # loaded with keep_16bit
+            backend.stats["llm_weights"] += f", {'/'.join(kept)} linears read in 16 bits (exact)"
         if backend.int8_activations:
             backend.stats["llm_weights"] += ", int8 activations (W4A8)"
         return backend
@@ -412,11 +417,18 @@ def _w4a8_layers(llm, device) -> dict:
     return out
 
 
+def _is_float_linear(module) -> bool:
+    """An ``nn.Linear`` or a ``Linear16`` (16-bit weight, float32 arithmetic): the linears
+    ``native.linear`` computes."""
+    return type(module) is torch.nn.Linear or type(module) is Linear16
+
+
 def _lm_head_16bit(head) -> torch.Tensor | None:
     """A float16 / bfloat16 copy of a CPU float32 lm_head whose values that dtype holds exactly
     (a checkpoint saved in 16 bits, e.g. AWQ's fp16 lm_head, loaded as float32), or None. Decode
     steps read it instead: the same logits bit for bit (``native.linear``), half the bytes; the
-    float32 weight stays for prefill and for other backends over the model."""
+    float32 weight stays for prefill and for other backends over the model. A ``Linear16``
+    lm_head (loaded with keep_16bit) is read as it is: None."""
     w = head.weight
     if type(head) is not torch.nn.Linear or w.device.type != "cpu" or w.dtype != torch.float32:
         return None
@@ -425,9 +437,10 @@ def _lm_head_16bit(head) -> torch.Tensor | None:
 
 
 def _linear(module, x):
-    """One linear of a decode step: float ``nn.Linear`` through ``native.linear`` (the float32
-    GEMV), ``W4A16Linear`` through ``_w4a16_packed`` where its packed CPU GEMV serves x."""
-    if type(module) is torch.nn.Linear:
+    """One linear of a decode step: float ``nn.Linear`` and ``Linear16`` through
+    ``native.linear`` (the float32 GEMV / GEMM, 16-bit weights widened in registers),
+    ``W4A16Linear`` through ``_w4a16_packed`` where its packed CPU GEMV serves x."""
+    if _is_float_linear(module):
         return native.linear(x, module.weight, module.bias)
     if isinstance(module, W4A16Linear) and module.uses_packed(x):
         return _w4a16_packed(x, module.packed_weight(), module.qzeros, module.scales, module.bias,
@@ -553,7 +566,10 @@ def quantize_llm_linears(llm, group_size: int = 128) -> None:
     for name in quantized_linear_names(llm, AWQConfig(group_size=group_size)):
         parent_name, child = name.rsplit(".", 1)
         parent = llm.get_submodule(parent_name)
-        setattr(parent, child, W4A16Linear.from_linear(getattr(parent, child), group_size))
+        lin = getattr(parent, child)
+        if type(lin) is Linear16:  # quantized from its float32 values, as a float32 load would be
+            lin = lin.widened()
+        setattr(parent, child, W4A16Linear.from_linear(lin, group_size))
 
 
 class _Graph:

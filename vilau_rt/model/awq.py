@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from ..ops import kernels
 from .awq_format import pack_gemm, quantize_tensor, unpack_gemv
+from .linear16 import WIDENED_DTYPES
 from .llama import LlamaConfig, LlamaForCausalLM
 from .safetensors_io import DTYPE_NAMES, TensorSource
 
@@ -331,7 +332,8 @@ def load_awq_state(
 
     ``quantized`` names the W4A16Linear modules: their qweight/qzeros/scales/bias keep their
     stored dtypes (GEMV checkpoints are repacked to GEMM); every other tensor must be float and is
-    cast to ``dtype``. Unknown, missing or mis-shaped tensors raise CheckpointError naming the
+    cast to ``dtype``, except where ``expected`` holds it in 16 bits (a ``Linear16`` weight,
+    built from the stored dtype): it stays as stored. Unknown, missing or mis-shaped tensors raise CheckpointError naming the
     file and the key.
     """
     state: dict[str, torch.Tensor] = {}
@@ -355,7 +357,9 @@ def load_awq_state(
                 f"unexpected tensor {key!r} in {src.file_of(key)}: the config has no such "
                 f"weight{hint}"
             )
-        state[key] = src.get_float(key, expected[key], dtype, device)
+        like = expected[key]
+        want = like.dtype if like.dtype in WIDENED_DTYPES else dtype
+        state[key] = src.get_float(key, like, want, device)
     return state
 
 

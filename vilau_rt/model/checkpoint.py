@@ -27,6 +27,7 @@ from .awq import (
     replace_linears_with_w4a16,
 )
 from .config import read_config
+from .linear16 import keep_linears_16bit
 from .safetensors_io import TensorSource
 from .vilau import VilaU
 
@@ -78,6 +79,7 @@ def load_vilau(
     siglip_config=None,
     ignored: list[str] | None = None,
     check_finite: bool = True,
+    keep_16bit: bool = False,
 ) -> VilaU:
     """Build the model described by ``path`` and assign it the checkpoint's weights.
 
@@ -85,7 +87,14 @@ def load_vilau(
     ``check_finite`` (default) refuses a float weight holding NaN or infinity, naming it: such
     a checkpoint otherwise loads and answers with empty or garbage text. It reads every weight
     once; ``False`` skips it.
+    ``keep_16bit`` (CPU, float32 only) keeps each LLM linear whose weight the file stores as
+    float16 / bfloat16 in those 16 bits, as a ``Linear16`` (model/linear16.py): half the memory
+    of a float32 copy, and the native backend's results on it are the bits of the float32 load.
     """
+    if keep_16bit and (dtype != torch.float32 or torch.device(device).type != "cpu"):
+        raise ValueError(
+            f"keep_16bit serves a float32 model on the CPU; this load is {dtype} on {device}"
+        )
     root = Path(path)
     cfg = read_config(root, siglip_config)
     awq = read_awq_config(root / "llm")  # an AutoAWQ-format llm/ (ours or AutoAWQ's own)
@@ -93,8 +102,11 @@ def load_vilau(
         model = VilaU(cfg)
         if awq is not None:
             replace_linears_with_w4a16(model.llm, awq)
-    expected = dict(model.state_dict())
     sources = {f: TensorSource(root / f) for f in ("vision_tower", "llm", "mm_projector")}
+    if keep_16bit:
+        llm_src = sources["llm"]
+        keep_linears_16bit(model.llm, {k: llm_src.meta(k)[0] for k in llm_src.names()})
+    expected = dict(model.state_dict())
     state: dict[str, torch.Tensor] = {}
     used_layers = cfg.vision.num_hidden_layers + cfg.select_layer + 1
 

@@ -300,7 +300,7 @@ class LlamaForCausalLM(nn.Module):
             )
         if batch == self.cache_batch and length <= self.cache_len:
             return
-        p = self.lm_head.weight
+        p = self.model.norm.weight  # the compute dtype (an lm_head may keep 16 bits: Linear16)
         for layer in self.model.layers:
             layer.self_attn.kv_cache = KVCache(
                 batch,

@@ -37,7 +37,7 @@ class VilaU(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.llm.lm_head.weight.dtype
+        return self.llm.model.norm.weight.dtype  # the compute dtype (a Linear16 keeps 16 bits)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,199 @@
+"""16-bit LLM weights kept 16-bit on the CPU (``load_vilau(keep_16bit=True)``, ``Linear16``).
+
+Every float16 / bfloat16 value is exact in float32, so a model whose checkpoint stores 16-bit
+weights must answer the same when those weights stay 16-bit as when they are converted to float32
+on load: the references here are the float32 load of the same files (the float32 path is the one
+tested against the official fixture and transformers elsewhere) and, for the C++ decode step,
+transformers' LLaMA on the upcast weights."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vilau_rt.backends import TorchBackend
+from vilau_rt.backends.native_backend import NativeBackend
+from vilau_rt.generate import (
+    ImageSettings,
+    TextSettings,
+    generate_codes,
+    generate_text,
+    splice_images,
+)
+from vilau_rt.model.checkpoint import load_vilau
+from vilau_rt.model.linear16 import Linear16, keep_linears_16bit
+from vilau_rt.ops import kernels
+
+LLM_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _copy_16bit(fixture, out, dtype):
+    """The official tiny checkpoint with its llm/ tensors stored in ``dtype`` (as official
+    VILA-U checkpoints store them)."""
+    shutil.copytree(fixture, out)
+    path = out / "llm" / "model.safetensors"
+    tensors = load_file(path)
+    path.unlink()  # the copy is read-only like its source
+    save_file({k: v.to(dtype) for k, v in tensors.items()}, path, metadata={"format": "pt"})
+    return out
+
+
+def _load(root, **kw):
+    return load_vilau(root, siglip_config=root / "reference" / "siglip_config", **kw)
+
+
+@pytest.fixture(scope="module", params=[torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def stored(request, tiny_fixture, tmp_path_factory):
+    """(root, dtype, 16-bit-kept model, float32 model) of one 16-bit copy of the fixture."""
+    root = _copy_16bit(tiny_fixture, tmp_path_factory.mktemp("ckpt") / "m", request.param)
+    return root, request.param, _load(root, keep_16bit=True), _load(root)
+
+
+def _ref(root, name):
+    return torch.from_numpy(np.load(root / "reference" / name))
+
+
+def test_keep_16bit_loads_the_llm_linears_as_stored_and_the_rest_as_float32(stored):
+    _, dtype, kept, full = stored
+    names = [n for n, m in kept.llm.named_modules() if type(m) is Linear16]
+    expect = [f"model.layers.{i}.{p}.{n}" for i in range(len(kept.llm.model.layers))
+              for p, ns in (("self_attn", LLM_LINEARS[:4]), ("mlp", LLM_LINEARS[4:])) for n in ns]  # fmt: skip
+    assert sorted(names) == sorted([*expect, "lm_head"])
+    assert kept.dtype == torch.float32
+    full_state = full.state_dict()
+    for name, t in kept.state_dict().items():
+        want = dtype if any(name == f"llm.{n}.weight" for n in names) else torch.float32
+        assert t.dtype == want, name
+        assert torch.equal(t.float(), full_state[name]), name  # the same values, none lost
+    kept_bytes = sum(m.weight.nbytes for m in kept.llm.modules() if type(m) is Linear16)
+    full_bytes = sum(full.llm.get_submodule(n).weight.nbytes for n in names)
+    assert kept_bytes * 2 == full_bytes
+
+
+def test_keep_16bit_changes_nothing_for_a_float32_checkpoint(tiny_fixture):
+    model = _load(tiny_fixture, keep_16bit=True)
+    assert not any(type(m) is Linear16 for m in model.modules())
+
+
+@pytest.mark.parametrize("kw", [{"dtype": torch.bfloat16}, {"device": "meta"}])
+def test_keep_16bit_is_refused_outside_cpu_float32(tiny_fixture, kw):
+    with pytest.raises(ValueError, match="keep_16bit serves a float32 model on the CPU"):
+        _load(tiny_fixture, keep_16bit=True, **kw)
+
+
+def test_linear16_forward_is_nn_linear_on_the_upcast():
+    torch.manual_seed(0)
+    lin = Linear16(40, 24, True, torch.bfloat16)
+    lin.weight.data.normal_()
+    lin.bias.data.normal_()
+    x = torch.randn(3, 40)
+    assert torch.equal(lin(x), lin.widened()(x))
+    ref = x.double() @ lin.weight.double().T + lin.bias.double()
+    torch.testing.assert_close(lin(x).double(), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="expected float16 or bfloat16"):
+        Linear16(4, 4, False, torch.float32)
+
+
+def test_keep_linears_16bit_swaps_only_16bit_linears():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2, bias=False))
+    swapped = keep_linears_16bit(net, {"0.weight": torch.float32, "1.weight": torch.float16})
+    assert swapped == ["1"] and type(net[0]) is torch.nn.Linear
+    assert type(net[1]) is Linear16 and net[1].weight.dtype == torch.float16
+    assert net[1].bias is None
+
+
+# ---------------------------------------------------------------- the native backend on it
+
+
+def _logits_and_steps(backend, ids, steps=6):
+    """Prefill logits of ``ids`` [1, T], then the logits of ``steps`` greedy decode steps."""
+    backend.setup_cache(1, ids.shape[1] + steps)
+    pos = torch.arange(ids.shape[1])[None]
+    h = backend.forward(backend.embed_tokens(ids), pos, 0)
+    out = [backend.logits(h)[0]]
+    cache_pos = ids.shape[1]
+    for _ in range(steps):
+        nxt = out[-1][-1].argmax().view(1, 1)
+        h = backend.forward(backend.embed_tokens(nxt), torch.tensor([[cache_pos]]), cache_pos)
+        out.append(backend.logits(h)[0])
+        cache_pos += 1
+    return out
+
+
+def test_native_backend_on_16bit_weights_returns_the_bits_of_the_float32_load(stored):
+    root, dtype, kept, full = stored
+    native16 = NativeBackend.from_model(kept)
+    native32 = NativeBackend.from_model(full)
+    assert native16.stats["decode_step"] == "C++ LlamaDecoder"
+    assert f"{dtype} linears read in 16 bits" in native16.stats["llm_weights"]
+    ids = _ref(root, "und_input_ids.npy")[:1].clamp(min=0)
+    got, want = _logits_and_steps(native16, ids), _logits_and_steps(native32, ids)
+    # decode steps: the 16-bit GEMV returns the float32 GEMV's bits on every ISA path
+    for g, w in zip(got[1:], want[1:]):
+        assert torch.equal(g, w)
+    if kernels.cpu_gemm_is_fast():  # prefill: our GEMM on both (else BLAS reads the float32)
+        assert torch.equal(got[0], want[0])
+    else:
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_native_greedy_tokens_and_codes_on_16bit_weights_equal_the_torch_backend(stored):
+    root, _, kept, full = stored
+    pixels = _ref(root, "pixel_values.npy")[:1]
+    ids = _ref(root, "und_input_ids.npy")[0].tolist()
+    out = {}
+    for backend in (TorchBackend(full), NativeBackend.from_model(kept)):
+        _, img = backend.encode_images(pixels)
+        embeds = splice_images(backend, ids, [img[0]])
+        out[backend.name] = list(
+            generate_text(backend, embeds, TextSettings(max_new_tokens=12), eos_id=2)
+        )
+    assert out["native"] == out["torch"]
+    gen_ids = _ref(root, "gen_input_ids.npy")
+    mask = _ref(root, "gen_attention_mask.npy")
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    settings = ImageSettings(cfg_scale=3.0, top_k=1)
+    want = generate_codes(TorchBackend(full), gen_ids, mask, pos, 16, settings)
+    got = generate_codes(NativeBackend.from_model(kept), gen_ids, mask, pos, 16, settings)
+    assert torch.equal(got, want)
+
+
+def test_torch_backend_over_16bit_weights_returns_the_bits_of_the_float32_load(stored):
+    root, _, kept, full = stored
+    ids = _ref(root, "und_input_ids.npy")[:1].clamp(min=0)
+    out = []
+    for model in (kept, full):
+        backend = TorchBackend(model)
+        backend.setup_cache(1, ids.shape[1])
+        h = backend.forward(backend.embed_tokens(ids), torch.arange(ids.shape[1])[None], 0)
+        out.append(backend.logits(h))
+    assert torch.equal(out[0], out[1])
+
+
+def test_quantize_llm_on_16bit_weights_quantizes_their_float32_values(stored):
+    _, _, kept, full = stored
+
+    a = NativeBackend.from_model(copy.deepcopy(kept), quantize_llm=True, group_size=32)
+    b = NativeBackend.from_model(copy.deepcopy(full), quantize_llm=True, group_size=32)
+    qa = a.model.llm.model.layers[0].mlp.down_proj
+    qb = b.model.llm.model.layers[0].mlp.down_proj
+    assert torch.equal(qa.qweight, qb.qweight) and torch.equal(qa.scales, qb.scales)
+
+
+def test_pipeline_keeps_16bit_weights_for_the_native_backend_on_the_cpu_only(stored):
+    from vilau_rt import Pipeline
+
+    root = stored[0]
+    kw = {"device": "cpu", "siglip_config": root / "reference" / "siglip_config"}
+    native = Pipeline.from_pretrained(root, backend="native", **kw)
+    assert any(type(m) is Linear16 for m in native.backend.model.modules())
+    eager = Pipeline.from_pretrained(root, backend="torch", **kw)
+    assert not any(type(m) is Linear16 for m in eager.backend.model.modules())
+    assert native.logits("a red square").tolist() == eager.logits("a red square").tolist() or (
+        np.allclose(native.logits("a red square"), eager.logits("a red square"), atol=1e-4)
+    )

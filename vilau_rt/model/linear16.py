@@ -1,0 +1,98 @@
+"""``Linear16``: an LLM linear whose weight stays in the 16 bits the checkpoint stores it in.
+
+Official VILA-U checkpoints store their weights in bfloat16 (AutoAWQ ones keep the lm_head in
+float16). On the CPU the model computes in float32, and loading converted every weight to float32:
+twice the memory of the file (a 7B LLM: 27 GB instead of 13.5) and twice the bytes each decode
+step reads. Every float16 and bfloat16 value is exact in float32, so a float32 result needs no
+float32 copy of the weights: the native backend's GEMV and GEMM (``ops.native.linear``) widen
+16-bit weights in registers and return the bits they return on the float32 upcast.
+
+``load_vilau(..., keep_16bit=True)`` (what ``Pipeline.load`` asks for with the native backend on
+the CPU in float32) builds the LLM's linears whose stored weight is float16 / bfloat16 as
+``Linear16``; their weights are then the file's own mapped bytes. Everything else (norms,
+embeddings, the vision tower, the depth transformer) is float32 as before.
+
+Who reads it:
+| caller                     | computes                                                       |
+|----------------------------|----------------------------------------------------------------|
+| ``Linear16.forward``       | ``F.linear(x, weight.to(x.dtype), bias)``: nn.Linear's bits on |
+|                            | the upcast (a temporary upcast per call: correct, not fast)    |
+| native backend, CPU        | ``native.linear`` / the decoder's 16-bit GEMV: no upcast copy  |
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WIDENED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class Linear16(nn.Module):
+    """y = x @ float(W)^T + b with W [out, in] kept float16 or bfloat16; bias float32 or None."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        weight_dtype: torch.dtype,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        if weight_dtype not in WIDENED_DTYPES:
+            raise TypeError(
+                f"Linear16: weight_dtype is {weight_dtype}; expected float16 or bfloat16"
+            )
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(
+            torch.empty(out_features, in_features, dtype=weight_dtype, device=device),
+            requires_grad=False,
+        )
+        if bias:
+            self.bias = nn.Parameter(
+                torch.empty(out_features, dtype=torch.float32, device=device), requires_grad=False
+            )
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype), self.bias)
+
+    def widened(self) -> nn.Linear:
+        """An ``nn.Linear`` holding the float32 upcast (a copy)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin.weight = nn.Parameter(self.weight.detach().float(), requires_grad=False)
+        if self.bias is not None:
+            lin.bias = nn.Parameter(self.bias.detach().clone(), requires_grad=False)
+        return lin.to(self.weight.device)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, weight_dtype={self.weight.dtype}"
+        )
+
+
+def keep_linears_16bit(llm: nn.Module, stored: dict[str, torch.dtype]) -> list[str]:
+    """Swap each ``nn.Linear`` of ``llm`` whose weight ``stored`` (module-relative key ->
+    dtype in the file) lists as float16 / bfloat16 for an empty ``Linear16`` of that dtype on
+    the linear's device (``meta`` for a model a loader then fills). Returns the swapped names."""
+    swapped = []
+    for name, lin in list(llm.named_modules()):
+        if type(lin) is not nn.Linear:
+            continue
+        dtype = stored.get(f"{name}.weight")
+        if dtype not in WIDENED_DTYPES:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = llm.get_submodule(parent_name) if parent_name else llm
+        setattr(
+            parent,
+            child,
+            Linear16(lin.in_features, lin.out_features, lin.bias is not None, dtype,
+                     device=lin.weight.device),
+        )  # fmt: skip
+        swapped.append(name)
+    return swapped
