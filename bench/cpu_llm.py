@@ -3,7 +3,8 @@ AWQ INT4, and llama.cpp as an optional peer, all on the same checkpoint in the s
 
     python bench/cpu_llm.py [--checkpoint DIR] [--int4 DIR] [--workdir DIR] [--threads N]
                             [--prompt-len 100] [--new-tokens 64] [--repeat 3] [--rounds 1]
-                            [--engines ...] [--llama-cpp PYTHON] [--json OUT]
+                            [--engines ...] [--llama-cpp PYTHON] [--llama-cpp-types ...]
+                            [--json OUT]
 
 Without ``--checkpoint`` a random-weight ``llm150m-32`` checkpoint (a 150M-parameter LLaMA,
 hidden 1024, 12 layers, inside tiny VILA-U parts) is written into ``--workdir``; without
@@ -41,9 +42,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FLOAT_ENGINES = ("transformers", "torch", "native", "onnxruntime")
+# native-f32 (on request): native on 16-bit checkpoint weights converted to float32 on load,
+# where native keeps them 16-bit (vilau_rt/model/linear16.py): the same tokens, twice the bytes
+CONVERTED_ENGINES = ("native-f32",)
 # native-int4-a8: the INT4 checkpoint with int8_activations (int8 activations, int8 lm_head)
 INT4_ENGINES = ("torch-int4", "native-int4", "native-int4-a8", "onnxruntime-int4")
-IMAGE_ENGINES = ("torch", "native", "torch-int4", "native-int4", "native-int4-a8")
+IMAGE_ENGINES = ("torch", "native", "native-f32", "torch-int4", "native-int4", "native-int4-a8")
 
 
 def prompt_ids(vocab: int, n: int) -> list[int]:
@@ -87,16 +91,25 @@ def run_transformers(ckpt: Path, ids: list[int], new: int, repeat: int) -> dict:
 
 
 def run_ours(
-    ckpt: Path, backend: str, ids: list[int], new: int, repeat: int, image: bool, int8: bool
-):
+    ckpt: Path, backend: str, ids: list[int], new: int, repeat: int, image: bool, int8: bool,
+    converted: bool = False,
+):  # fmt: skip
     import torch
 
     from vilau_rt import Pipeline
     from vilau_rt.generate import ImageSettings, TextSettings, generate_codes, generate_text
 
-    pipe = Pipeline.from_pretrained(
-        ckpt, backend=backend, cache_dir=ckpt.parent / "ort-cache", int8_activations=int8
-    )
+    if converted:  # every weight float32, as Pipeline loaded 16-bit checkpoints before
+        from vilau_rt.backends.native_backend import NativeBackend
+        from vilau_rt.model.checkpoint import load_vilau
+        from vilau_rt.tokenizer import Tokenizer
+
+        nb = NativeBackend.from_model(load_vilau(ckpt))
+        pipe = Pipeline(nb, Tokenizer.from_folder(ckpt / "llm"), ckpt)
+    else:
+        pipe = Pipeline.from_pretrained(
+            ckpt, backend=backend, cache_dir=ckpt.parent / "ort-cache", int8_activations=int8
+        )
     be = pipe.backend
     settings = TextSettings(max_new_tokens=new, do_sample=False)
 
@@ -151,6 +164,7 @@ def child(args) -> None:
         res = run_ours(
             ckpt, engine.split("-")[0], ids, args.new_tokens, args.repeat,
             image=engine in IMAGE_ENGINES, int8=engine.endswith("-a8"),
+            converted=engine in CONVERTED_ENGINES,
         )  # fmt: skip
     res["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(res))
@@ -203,6 +217,7 @@ def llama_cpp_rows(python: str, ckpt: Path, ids: list[int], args, workdir: Path)
         "--prompt-ids", str(ids_file), "--new-tokens", str(args.new_tokens),
         "--threads", str(args.threads), "--repeat", str(args.repeat), "--out", str(out),
         "--workdir", str(workdir / "gguf"), "--kv-type", "f32",  # our backends' cache is fp32
+        "--types", *args.llama_cpp_types,
     ]  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if p.returncode or not out.is_file():
@@ -298,6 +313,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every engine this many times, in turn; figures: the median")  # fmt: skip
     ap.add_argument("--llama-cpp", metavar="PYTHON", help="interpreter that has llama_cpp")
+    ap.add_argument("--llama-cpp-types", nargs="+", default=["f32", "f16", "q4_0"],
+                    help="llama.cpp file types to time (bench/llama_cpp_baseline.py --types)")  # fmt: skip
     ap.add_argument("--json", help="write the rows here as well")
     # internal: one engine in a child process
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -331,7 +348,9 @@ def main() -> None:
         by = {r["engine"]: r for r in rows}
         base = by.get("transformers")
         for r in rows:
-            if r["engine"] in FLOAT_ENGINES[1:] or r["engine"].startswith("llama.cpp F32"):
+            if r["engine"] in (*FLOAT_ENGINES[1:], *CONVERTED_ENGINES) or r["engine"].startswith(
+                "llama.cpp F32"
+            ):
                 r["same"] = "yes" if base and r["tokens"] == base["tokens"] else "NO"
             elif r["engine"].endswith("-a8") and r["engine"][:-3] in by:
                 exact = by[r["engine"][:-3]]["tokens"]  # the same INT4 model, exact W4A16

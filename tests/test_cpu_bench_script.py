@@ -10,10 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(ckpt, out, *args):
+    """bench/cpu_llm.py on ``ckpt`` with tiny sizes -> (process, rows by engine)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "cpu_llm.py"), "--checkpoint", str(ckpt),
+         *args, "--prompt-len", "12", "--new-tokens", "6", "--repeat", "1", "--threads", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, {r["engine"]: r for r in json.loads(out.read_text())["rows"]}
 
 
 def test_cpu_llm_bench_runs_and_our_tokens_equal_transformers(tmp_path):
@@ -22,15 +35,9 @@ def test_cpu_llm_bench_runs_and_our_tokens_equal_transformers(tmp_path):
     from vilau_rt.model.config import preset
 
     ckpt = write_checkpoint(preset("tiny-256"), tmp_path / "tiny")
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "cpu_llm.py"), "--checkpoint", str(ckpt),
-         "--engines", "transformers", "torch", "native", "--prompt-len", "12",
-         "--new-tokens", "6", "--repeat", "1", "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["engine"]: r for r in json.loads(out.read_text())["rows"]}
+    proc, rows = run_bench(
+        ckpt, tmp_path / "rows.json", "--engines", "transformers", "torch", "native"
+    )
     assert set(rows) == {"transformers", "torch", "native"}, proc.stderr[-3000:]
     assert len(rows["transformers"]["tokens"]) == 6
     for name in ("torch", "native"):
@@ -39,6 +46,22 @@ def test_cpu_llm_bench_runs_and_our_tokens_equal_transformers(tmp_path):
         assert rows[name]["image_s"] > 0 and len(rows[name]["image_codes"]) == 16 * 4
     assert rows["native"]["image_codes"] == rows["torch"]["image_codes"]  # greedy CFG codes
     assert "| native |" in proc.stdout
+
+
+def test_cpu_llm_bench_times_native_on_16bit_weights_and_on_their_float32_copy(tmp_path):
+    """A bfloat16 checkpoint: native keeps the LLM linears 16-bit, native-f32 converts them on
+    load; both give transformers' tokens (it loads the same values as float32)."""
+    from vilau_export.checkpoint_writer import write_checkpoint
+
+    from vilau_rt.model.config import preset
+
+    ckpt = write_checkpoint(preset("tiny-256"), tmp_path / "tiny", dtype=torch.bfloat16)
+    _, rows = run_bench(
+        ckpt, tmp_path / "rows.json", "--engines", "transformers", "native", "native-f32"
+    )
+    for name in ("native", "native-f32"):
+        assert rows[name]["same"] == "yes", name
+    assert rows["native"]["image_codes"] == rows["native-f32"]["image_codes"]
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +87,10 @@ def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_activations(
     tiny_int4, tmp_path
 ):
     ckpt, int4 = tiny_int4
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "cpu_llm.py"), "--checkpoint", str(ckpt),
-         "--int4", str(int4), "--engines", "native-int4", "native-int4-a8",
-         "--prompt-len", "12", "--new-tokens", "6", "--repeat", "1", "--threads", "1",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
+    proc, rows = run_bench(
+        ckpt, tmp_path / "rows.json", "--int4", str(int4), "--engines", "native-int4",
+        "native-int4-a8",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["engine"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"native-int4", "native-int4-a8"}, proc.stderr[-3000:]
     agree = rows["native-int4-a8"]["same"]
     assert agree == "= INT4" or agree.startswith("INT4's first "), agree
