@@ -4,7 +4,7 @@ AWQ INT4, and llama.cpp as an optional peer, all on the same checkpoint in the s
     python bench/cpu_llm.py [--checkpoint DIR] [--int4 DIR] [--workdir DIR] [--threads N]
                             [--prompt-len 100] [--new-tokens 64] [--repeat 3] [--rounds 1]
                             [--engines ...] [--llama-cpp PYTHON] [--llama-cpp-types ...]
-                            [--json OUT]
+                            [--no-image] [--json OUT]
 
 Without ``--checkpoint`` a random-weight ``llm150m-32`` checkpoint (a 150M-parameter LLaMA,
 hidden 1024, 12 layers, inside tiny VILA-U parts) is written into ``--workdir``; without
@@ -163,7 +163,7 @@ def child(args) -> None:
     else:
         res = run_ours(
             ckpt, engine.split("-")[0], ids, args.new_tokens, args.repeat,
-            image=engine in IMAGE_ENGINES, int8=engine.endswith("-a8"),
+            image=engine in IMAGE_ENGINES and not args.no_image, int8=engine.endswith("-a8"),
             converted=engine in CONVERTED_ENGINES,
         )  # fmt: skip
     res["peak_rss_mb"] = peak_rss_mb()
@@ -197,7 +197,7 @@ def run_child(engine: str, ckpt: Path, ids: list[int], args) -> dict | None:
     cmd = [
         sys.executable, __file__, "--child", engine, "--ckpt", str(ckpt), "--ids", json.dumps(ids),
         "--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat),
-        "--threads", str(args.threads),
+        "--threads", str(args.threads), *(["--no-image"] if args.no_image else []),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -316,6 +316,7 @@ def main() -> None:
     ap.add_argument("--llama-cpp-types", nargs="+", default=["f32", "f16", "q4_0"],
                     help="llama.cpp file types to time (bench/llama_cpp_baseline.py --types)")  # fmt: skip
     ap.add_argument("--json", help="write the rows here as well")
+    ap.add_argument("--no-image", action="store_true", help="skip the image generation timing")
     # internal: one engine in a child process
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
@@ -351,7 +352,8 @@ def main() -> None:
             if r["engine"] in (*FLOAT_ENGINES[1:], *CONVERTED_ENGINES) or r["engine"].startswith(
                 "llama.cpp F32"
             ):
-                r["same"] = "yes" if base and r["tokens"] == base["tokens"] else "NO"
+                if base:  # else nothing to compare with: "-"
+                    r["same"] = "yes" if r["tokens"] == base["tokens"] else "NO"
             elif r["engine"].endswith("-a8") and r["engine"][:-3] in by:
                 exact = by[r["engine"][:-3]]["tokens"]  # the same INT4 model, exact W4A16
                 n = next((i for i, (a, b) in enumerate(zip(r["tokens"], exact)) if a != b), None)

@@ -83,7 +83,9 @@ VILAU_AVX2 inline float reduce8(__m256 a) {
   return _mm_cvtss_f32(s1);
 }
 
-template <class T, int M, int R>
+//! Prefetch: also fetch the same place in the rows of the next block (the next R rows of W,
+//! which the same thread reads next). See plan_for for where it pays.
+template <class T, int M, int R, bool Prefetch = false>
 VILAU_AVX512 void block_avx512(const float* x, const T* w, int64_t k, float* out) {
   __m512 lo[M][R], hi[M][R];
   for (int r = 0; r < M; ++r)
@@ -95,6 +97,11 @@ VILAU_AVX512 void block_avx512(const float* x, const T* w, int64_t k, float* out
       xh[r] = _mm512_loadu_ps(x + r * k + kk + 16);
     }
     for (int i = 0; i < R; ++i) {
+      if (Prefetch) {  // a hint: past the end of W it does not fault
+        const char* next = reinterpret_cast<const char*>(w + (R + i) * k + kk);
+        _mm_prefetch(next, _MM_HINT_T0);
+        if (sizeof(T) * kLanes > 64) _mm_prefetch(next + 64, _MM_HINT_T0);
+      }
       const __m512 wl = load16(w + i * k + kk);
       const __m512 wh = load16(w + i * k + kk + 16);
       for (int r = 0; r < M; ++r) {
@@ -203,14 +210,24 @@ struct Plan {
 
 // The same plans for every weight type: 16-bit weights are widened in registers before the FMAs,
 // so they need no more accumulators, and R rows in flight still means R streams of W.
+//! Rows of W at most this long (bytes) are short streams: see plan_for.
+constexpr int64_t kShortRowBytes = 2048;
+
 template <class T>
-Plan<T> plan_for(const std::string& isa, int64_t m) {
+Plan<T> plan_for(const std::string& isa, int64_t m, int64_t k) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (isa == "avx512") {
     // 32 zmm: M x R x 2 accumulators + 2M x vectors. M = 1: 8 rows in flight read ~25% faster
     // than 4 on the development CPU (2 threads, 2026-12-01); a 1 KiB software prefetch did not.
+    // Rows of <= 2 KiB (16-bit weights at K = 1024: a 150M model's layers and lm_head) are too
+    // short for the hardware prefetcher to run ahead of 8 streams that end after 32 lines; there
+    // a prefetch of the next block's rows read 10-25% faster (throwaway harness, 2026-12-02),
+    // while on longer rows it was level (8 KiB) or slower (float32, 4-16 KiB).
+    const bool short_rows = k * static_cast<int64_t>(sizeof(T)) <= kShortRowBytes;
     switch (m) {
-      case 1: return {&block_avx512<T, 1, 8>, 8};
+      case 1:
+        return short_rows ? Plan<T>{&block_avx512<T, 1, 8, true>, 8}
+                          : Plan<T>{&block_avx512<T, 1, 8>, 8};
       case 2: return {&block_avx512<T, 2, 4>, 4};
       case 3: return {&block_avx512<T, 3, 2>, 2};
       default: return {&block_avx512<T, 4, 2>, 2};
@@ -236,6 +253,7 @@ Plan<T> plan_for(const std::string& isa, int64_t m) {
   }
 #endif
   (void)m;
+  (void)k;
   return {nullptr, 1};
 }
 
@@ -266,7 +284,7 @@ void gemv(const char* op, const float* x, const T* w, const float* row_scale, co
   check_not_null(op, y, "y");
   check_sizes(op, m, k, n);
   check_num_threads(op, num_threads);
-  const Plan<T> plan = plan_for<T>(cpu_isa(op, isa), m);
+  const Plan<T> plan = plan_for<T>(cpu_isa(op, isa), m, k);
   const int64_t R = plan.rows;
   const int64_t blocks = n / R;
   // Contiguous row ranges per thread (static schedule): each thread streams its part of W.
