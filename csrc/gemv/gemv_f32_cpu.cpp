@@ -84,7 +84,7 @@ VILAU_AVX2 inline float reduce8(__m256 a) {
 }
 
 //! Prefetch: also fetch the same place in the rows of the next block (the next R rows of W,
-//! which the same thread reads next). See plan_for for where it pays.
+//! which the same thread reads next; R = 1: the next row). See plan_for for where it pays.
 template <class T, int M, int R, bool Prefetch = false>
 VILAU_AVX512 void block_avx512(const float* x, const T* w, int64_t k, float* out) {
   __m512 lo[M][R], hi[M][R];
@@ -208,25 +208,27 @@ struct Plan {
   int rows;          //!< R
 };
 
+//! Rows of W at most this long (bytes) are read one at a time at M = 1: see plan_for.
+constexpr int64_t kShortRowBytes = 4096;
+
 // The same plans for every weight type: 16-bit weights are widened in registers before the FMAs,
 // so they need no more accumulators, and R rows in flight still means R streams of W.
-//! Rows of W at most this long (bytes) are short streams: see plan_for.
-constexpr int64_t kShortRowBytes = 2048;
 
 template <class T>
 Plan<T> plan_for(const std::string& isa, int64_t m, int64_t k) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (isa == "avx512") {
     // 32 zmm: M x R x 2 accumulators + 2M x vectors. M = 1: 8 rows in flight read ~25% faster
-    // than 4 on the development CPU (2 threads, 2026-12-01); a 1 KiB software prefetch did not.
-    // Rows of <= 2 KiB (16-bit weights at K = 1024: a 150M model's layers and lm_head) are too
-    // short for the hardware prefetcher to run ahead of 8 streams that end after 32 lines; there
-    // a prefetch of the next block's rows read 10-25% faster (throwaway harness, 2026-12-02),
-    // while on longer rows it was level (8 KiB) or slower (float32, 4-16 KiB).
+    // than 4 on the development CPU (2 threads, 2026-12-01) on 7B rows (8-44 KiB); a 1 KiB
+    // software prefetch did not. Rows of <= 4 KiB (a 150M model's K = 1024 layers and lm_head,
+    // float32 or 16-bit) are too short for the hardware prefetcher to run ahead of 8 streams of
+    // <= 64 lines; there one row at a time, with the next row prefetched (one sequential
+    // stream), read 15-80% faster than 8 rows (throwaway harness, 2026-12-02: 24-31 GB/s
+    // against 17-26), while on 7B rows it was 10-25% slower.
     const bool short_rows = k * static_cast<int64_t>(sizeof(T)) <= kShortRowBytes;
     switch (m) {
       case 1:
-        return short_rows ? Plan<T>{&block_avx512<T, 1, 8, true>, 8}
+        return short_rows ? Plan<T>{&block_avx512<T, 1, 1, true>, 1}
                           : Plan<T>{&block_avx512<T, 1, 8>, 8};
       case 2: return {&block_avx512<T, 2, 4>, 4};
       case 3: return {&block_avx512<T, 3, 2>, 2};

@@ -21,7 +21,8 @@ W16 = [torch.float16, torch.bfloat16]
 
 @pytest.mark.parametrize("dtype", W16)
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
-@pytest.mark.parametrize("k", [32, 96, 1024])
+# K = 2080: rows over 4 KiB, read 8 at a time at M = 1 (shorter ones one at a time: plan_for)
+@pytest.mark.parametrize("k", [32, 96, 1024, 2080])
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 100])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_every_isa_returns_the_f32_bits_on_the_upcast_weights(dtype, m, k, n, with_bias):

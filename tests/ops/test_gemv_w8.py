@@ -46,7 +46,8 @@ def random_case(gen, m, k, n, with_bias):
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
-@pytest.mark.parametrize("k", [32, 96, 1024])
+# K = 4128: rows over 4 KiB, read 8 at a time at M = 1 (shorter ones one at a time: plan_for)
+@pytest.mark.parametrize("k", [32, 96, 1024, 4128])
 @pytest.mark.parametrize("n", [1, 7, 33, 1000])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_every_isa_returns_the_f32_bits_times_the_scale_plus_the_bias(m, k, n, with_bias):
