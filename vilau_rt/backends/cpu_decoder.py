@@ -5,9 +5,9 @@ attention over the filled slots, the o GEMV, the fused gate/up GEMV, SiLU and th
 every layer, then the final norm, without returning to Python: the op-by-op step spends ~45
 framework ops per layer around its GEMVs (bench/RESULTS.md). This module builds one from a
 model's float32 ``nn.Linear``, ``Linear16`` (16-bit weights, model/linear16.py) or CPU
-``W4A16Linear`` layers (float q/k/v and gate/up as the
-checkpoint maps them, W4A16 ones through the backend's fused packed GEMV, or, when the backend
-runs with int8 activations, through their W4A8 copies) and points it at the backend's KV cache.
+``W4A16Linear`` layers (float q/k/v and gate/up as the checkpoint maps them, W4A16 ones through
+the backend's fused packed GEMV, or, when the backend runs with int8 activations, through their
+W4A8 copies) and points it at the backend's KV cache.
 
 The decoder holds addresses: ``CpuDecoder`` keeps every tensor it handed over alive, and, like
 the backend's fused linears, serves the weights it was built with.
@@ -33,8 +33,8 @@ class CpuDecoder:
     @classmethod
     @torch.no_grad()
     def of(cls, llm, fused_layers, w4a8_layers=None) -> tuple[CpuDecoder | None, str]:
-        """(decoder, "") for a CPU float32 LLM of float32 ``nn.Linear``, ``Linear16`` or ``W4A16Linear``
-        layers (q/k/v and gate/up fused where ``fused_layers`` has them; a layer with an entry
+        """(decoder, "") for a CPU float32 LLM of float32 ``nn.Linear``, ``Linear16`` or
+        ``W4A16Linear`` layers (q/k/v and gate/up fused where ``fused_layers`` has them; a layer with an entry
         in ``w4a8_layers``, {module: ``W4A8Weights``}, runs that), else (None, why not)."""
         cfg = llm.config
         norm = llm.model.norm.weight

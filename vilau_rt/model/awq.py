@@ -333,8 +333,8 @@ def load_awq_state(
     ``quantized`` names the W4A16Linear modules: their qweight/qzeros/scales/bias keep their
     stored dtypes (GEMV checkpoints are repacked to GEMM); every other tensor must be float and is
     cast to ``dtype``, except where ``expected`` holds it in 16 bits (a ``Linear16`` weight,
-    built from the stored dtype): it stays as stored. Unknown, missing or mis-shaped tensors raise CheckpointError naming the
-    file and the key.
+    built from the stored dtype): it stays as stored. Unknown, missing or mis-shaped tensors
+    raise CheckpointError naming the file and the key.
     """
     state: dict[str, torch.Tensor] = {}
     quant_keys = {f"{m}.{b}": m for m in quantized for b in (*QUANT_BUFFERS, "bias")}

@@ -7,7 +7,7 @@ step reads. Every float16 and bfloat16 value is exact in float32, so a float32 r
 float32 copy of the weights: the native backend's GEMV and GEMM (``ops.native.linear``) widen
 16-bit weights in registers and return the bits they return on the float32 upcast.
 
-``load_vilau(..., keep_16bit=True)`` (what ``Pipeline.load`` asks for with the native backend on
+``load_vilau(..., keep_16bit=True)`` (what ``Pipeline.from_pretrained`` asks for with the native backend on
 the CPU in float32) builds the LLM's linears whose stored weight is float16 / bfloat16 as
 ``Linear16``; their weights are then the file's own mapped bytes. Everything else (norms,
 embeddings, the vision tower, the depth transformer) is float32 as before.
