@@ -19,7 +19,7 @@ warm-up (``bench/w4a16.py``'s ``timed()``). ``torch_ms`` (float32 rows): ``F.lin
 BLAS) on the same rotating copies.
 
 Usage: ``python bench/gemv_float.py [--threads N] [--rows 1] [--weights float32 float16 int8]
-[--isa auto] [--json FILE] [--smoke]``
+[--isa auto] [--shapes KxN ...] [--json FILE] [--smoke]``
 """
 
 from __future__ import annotations
@@ -66,6 +66,15 @@ def time_ms(fn, ws: list[torch.Tensor], calls: int) -> float:
     return 1e3 * timed(lambda i: fn(ws[i % len(ws)]), torch.device("cpu"), calls)
 
 
+def shape_arg(text: str) -> tuple[int, int]:
+    """A "KxN" argument (e.g. "1024x2816") as (K, N)."""
+    try:
+        k, n = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KxN, e.g. 1024x2816") from None
+    return k, n
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -77,12 +86,14 @@ def main() -> None:
     p.add_argument("--cold-bytes", type=float, default=256 * 2**20,
                    help="rotate over weight copies totalling at least this many bytes")  # fmt: skip
     p.add_argument("--no-torch", action="store_true", help="skip the F.linear float32 baseline")
+    p.add_argument("--shapes", nargs="*", type=shape_arg, metavar="KxN",
+                   help="layer shapes to time (default: LLaMA-2-7B's and its lm_head)")  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="tiny shapes, 3 calls: a dry run")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
-    shapes = SMOKE_SHAPES if args.smoke else SHAPES
+    shapes = SMOKE_SHAPES if args.smoke else (args.shapes or SHAPES)
     calls = 3 if args.smoke else args.calls
     cold = 4 * 2**20 if args.smoke else args.cold_bytes
     bw = bandwidth(cpu, (16 if args.smoke else 1024) * 2**20)

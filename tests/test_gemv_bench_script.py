@@ -37,3 +37,24 @@ def test_gemv_bench_smoke_writes_every_row(tmp_path):
         assert r["MB"] * 1e6 == pytest.approx(expect)
         assert ("torch_ms" in r) == (r["weights"] == "float32")
     assert "| 256x96 | 1 | float16 |" in proc.stdout
+
+
+def test_gemv_bench_times_the_shapes_asked_for(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "gemv_float.py"), "--shapes", "64x24",
+         "96x8", "--weights", "bfloat16", "--calls", "2", "--cold-bytes", "1e5", "--threads",
+         "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["K"], r["N"], r["weights"]) for r in rows] == [
+        (64, 24, "bfloat16"),
+        (96, 8, "bfloat16"),
+    ]
+    bad = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "gemv_float.py"), "--shapes", "64by24"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "'64by24' is not KxN" in bad.stderr
