@@ -7,6 +7,7 @@
 // -ffp-contract=off: the bias add must round on its own, as in the reference.
 #include "gemm/gemm_f32.h"
 
+#include "common/checks.h"
 #include "common/cpu_isa.h"
 #include "common/dtype.h"
 #include "common/float_cpu.h"
@@ -347,10 +348,6 @@ void check_sizes(const char* op, int64_t m, int64_t k, int64_t n) {
   if (m < 1) throw std::invalid_argument(name + ": M = " + std::to_string(m) + " must be >= 1");
   if (k < 1) throw std::invalid_argument(name + ": K = " + std::to_string(k) + " must be >= 1");
   if (n < 1) throw std::invalid_argument(name + ": N = " + std::to_string(n) + " must be >= 1");
-}
-
-void check_not_null(const char* op, const void* p, const char* name) {
-  if (p == nullptr) throw std::invalid_argument(std::string(op) + ": " + name + " is null");
 }
 
 //! Rows [r0, r0 + rows) of y at panel column n0 over one k block. A full panel is written in

@@ -16,6 +16,7 @@
 // (finish()), on every path alike.
 #include "gemv/gemv_f32.h"
 
+#include "common/checks.h"
 #include "common/cpu_isa.h"
 #include "common/dtype.h"
 #include "common/float_cpu.h"
@@ -213,7 +214,6 @@ constexpr int64_t kShortRowBytes = 4096;
 
 // The same plans for every weight type: 16-bit weights are widened in registers before the FMAs,
 // so they need no more accumulators, and R rows in flight still means R streams of W.
-
 template <class T>
 Plan<T> plan_for(const std::string& isa, int64_t m, int64_t k) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -270,10 +270,6 @@ void check_sizes(const char* op, int64_t m, int64_t k, int64_t n) {
                                 " must be a positive multiple of 32");
   }
   if (n < 1) throw std::invalid_argument(name + ": N = " + std::to_string(n) + " must be >= 1");
-}
-
-void check_not_null(const char* op, const void* p, const char* name) {
-  if (p == nullptr) throw std::invalid_argument(std::string(op) + ": " + name + " is null");
 }
 
 //! Every entry point: checks, then threads over blocks of R output rows. row_scale: the int8
