@@ -4,29 +4,23 @@ tokens on the same prompt (an independent implementation of the LLM)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from bench_scripts import run_json
 
 pytest.importorskip("transformers")
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_bench(ckpt, out, *args):
     """bench/cpu_llm.py on ``ckpt`` with tiny sizes -> (process, rows by engine)."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "cpu_llm.py"), "--checkpoint", str(ckpt),
-         *args, "--prompt-len", "12", "--new-tokens", "6", "--repeat", "1", "--threads", "1",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
+    proc, result = run_json(
+        "cpu_llm.py", out, "--checkpoint", str(ckpt), *args, "--prompt-len", "12",
+        "--new-tokens", "6", "--repeat", "1", "--threads", "1", timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, {r["engine"]: r for r in json.loads(out.read_text())["rows"]}
+    return proc, {r["engine"]: r for r in result["rows"]}
 
 
 def test_cpu_llm_bench_runs_and_our_tokens_equal_transformers(tmp_path):
@@ -100,14 +94,10 @@ def test_cpu_llm_bench_times_the_int4_engines_with_and_without_int8_activations(
 
 def test_a8_accuracy_bench_compares_the_three_models(tiny_int4, tmp_path):
     ckpt, int4 = tiny_int4
-    out = tmp_path / "a8.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "a8_accuracy.py"), "--float", str(ckpt),
-         "--int4", str(int4), "--texts", "3", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
+    _, res = run_json(
+        "a8_accuracy.py", tmp_path / "a8.json", "--float", str(ckpt), "--int4", str(int4),
+        "--texts", "3", timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(out.read_text())
     assert res["texts"] == 3 and res["tokens"] > 0
     # KL is >= 0 and 0 only for identical distributions: int8 activations change the logits
     assert res["KL(int4 || int4-a8)"] > 0 and res["KL(float || int4)"] > 0

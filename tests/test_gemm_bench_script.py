@@ -3,27 +3,16 @@ float32 GEMM, torch's BLAS, the AWQ GEMM and dequantize + BLAS each timed."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from bench_scripts import run_json
 
 pytest.importorskip("vilau_rt._C")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_gemm_bench_smoke_writes_every_row(tmp_path):
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "gemm.py"), "--smoke", "--threads", "1",
-         "--calls", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    proc, result = run_json(
+        "gemm.py", tmp_path / "rows.json", "--smoke", "--threads", "1", "--calls", "2"
+    )
     rows = result["rows"]
     assert [(r["K"], r["N"], r["M"]) for r in rows] == [
         (k, n, m) for k, n in [(256, 96), (384, 64)] for m in (3, 17)

@@ -3,27 +3,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from bench_scripts import run_json, run_script
 
 pytest.importorskip("vilau_rt._C")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_gemv_bench_smoke_writes_every_row(tmp_path):
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "gemv_float.py"), "--smoke", "--threads", "1",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    proc, result = run_json("gemv_float.py", tmp_path / "rows.json", "--smoke", "--threads", "1")
     rows = result["rows"]
     weights = ("float32", "float16", "bfloat16", "int8")
     assert [(r["K"], r["N"], r["weights"]) for r in rows] == [
@@ -40,21 +27,14 @@ def test_gemv_bench_smoke_writes_every_row(tmp_path):
 
 
 def test_gemv_bench_times_the_shapes_asked_for(tmp_path):
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "gemv_float.py"), "--shapes", "64x24",
-         "96x8", "--weights", "bfloat16", "--calls", "2", "--cold-bytes", "1e5", "--threads",
-         "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
+    _, result = run_json(
+        "gemv_float.py", tmp_path / "rows.json", "--shapes", "64x24", "96x8", "--weights",
+        "bfloat16", "--calls", "2", "--cold-bytes", "1e5", "--threads", "1",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
+    rows = result["rows"]
     assert [(r["K"], r["N"], r["weights"]) for r in rows] == [
         (64, 24, "bfloat16"),
         (96, 8, "bfloat16"),
     ]
-    bad = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "gemv_float.py"), "--shapes", "64by24"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    bad = run_script("gemv_float.py", "--shapes", "64by24")
     assert bad.returncode == 2 and "'64by24' is not KxN" in bad.stderr
