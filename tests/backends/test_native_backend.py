@@ -7,19 +7,13 @@ from __future__ import annotations
 import functools
 import logging
 
-import numpy as np
 import pytest
 import torch
+from fixture_runs import gen_inputs, greedy_caption, ref
 
 from vilau_rt.backends import TorchBackend
 from vilau_rt.backends.native_backend import CodeSampling, NativeBackend
-from vilau_rt.generate import (
-    ImageSettings,
-    TextSettings,
-    generate_codes,
-    generate_text,
-    splice_images,
-)
+from vilau_rt.generate import ImageSettings, generate_codes
 from vilau_rt.model.checkpoint import load_vilau
 from vilau_rt.ops import kernels
 from vilau_rt.ops import native as native_ops
@@ -45,17 +39,6 @@ def fixture_model(tiny_fixture):
 @pytest.fixture(scope="module", params=DEVICES)
 def model(request, tiny_fixture, fixture_model):
     return fixture_model if request.param == "cpu" else _load(tiny_fixture, request.param)
-
-
-def ref(root, name):
-    return torch.from_numpy(np.load(root / "reference" / name))
-
-
-def gen_inputs(root, device):
-    ids = ref(root, "gen_input_ids.npy").to(device)
-    mask = ref(root, "gen_attention_mask.npy").to(device)
-    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    return ids, mask, pos
 
 
 def image_loop(backend, ids, mask, pos, num_positions, cfg_scale, sample):
@@ -97,17 +80,9 @@ def test_decoded_pixels_match_the_torch_backend(model, tiny_fixture):
 
 
 def test_greedy_text_tokens_equal_the_torch_backend(model, tiny_fixture):
-    pixels = ref(tiny_fixture, "pixel_values.npy")[:1].to(model.device)
-    ids = ref(tiny_fixture, "und_input_ids.npy")[0].tolist()
-    out = {}
-    for backend in (TorchBackend(model), NativeBackend.from_model(model)):
-        _, img = backend.encode_images(pixels)
-        embeds = splice_images(backend, ids, [img[0]])
-        out[backend.name] = list(
-            generate_text(backend, embeds, TextSettings(max_new_tokens=12), eos_id=2)
-        )
-    assert out["native"] == out["torch"]
-    assert out["native"] == ref(tiny_fixture, "und_greedy_ids.npy")[0, 1:].tolist()
+    native = greedy_caption(NativeBackend.from_model(model), tiny_fixture)
+    assert native == greedy_caption(TorchBackend(model), tiny_fixture)
+    assert native == ref(tiny_fixture, "und_greedy_ids.npy")[0, 1:].tolist()
 
 
 # ---------------------------------------------------------------- generation
