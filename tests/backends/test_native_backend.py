@@ -128,6 +128,37 @@ def test_depth_decode_op_equals_depth_transformer_generate(model):
     assert codes.shape == (3, model.cfg.rvq.depth) and torch.equal(codes, expected)
 
 
+def depth_logits(hidden, run) -> list[torch.Tensor]:
+    """The raw logits of every depth that ``run(hidden, on_logits)`` reports."""
+    out = []
+    run(hidden, lambda d, lg: out.append(lg.clone()))
+    return out
+
+
+@pytest.mark.parametrize("rows", [2, 6])
+def test_depth_loop_logits_follow_the_depth_transformer_on_the_cpu(fixture_model, rows):
+    """The CPU depth loop runs its linears through native.linear (our GEMV for a CFG pair, the
+    GEMM above 4 rows): other summation orders than torch's BLAS, the same values to float32
+    rounding at every depth."""
+    model = fixture_model
+    hidden = torch.randn(rows, model.cfg.llm.hidden_size,
+                         generator=torch.Generator().manual_seed(rows))  # fmt: skip
+    greedy = functools.partial(sample_codes, top_k=1)
+    expected = depth_logits(
+        hidden, lambda h, cb: TorchBackend(model).depth_generate(h, 2.0, greedy, cb)
+    )
+    ours = depth_logits(
+        hidden, lambda h, cb: native_ops.depth_loop(
+            h, native_ops.depth_weights(model.depth_transformer),
+            model.quantizer.stacked_codebooks(), model.cfg.depth.n_head, 2.0, 1.0, 1, 1.0,
+            native_ops.rng_state(0, 0, "cpu"), cb,
+        ),
+    )  # fmt: skip
+    assert len(ours) == len(expected) == model.cfg.rvq.depth
+    for d, (a, b) in enumerate(zip(ours, expected)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"depth {d}")
+
+
 def test_seeded_image_sampling_is_reproducible(model, tiny_fixture):
     ids, mask, pos = gen_inputs(tiny_fixture, model.device)
     native = NativeBackend.from_model(model)

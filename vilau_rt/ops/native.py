@@ -414,6 +414,10 @@ def depth_loop(
 ) -> tuple[Tensor, Tensor]:
     """The D-step depth loop of one position: (codes [n, D], summed code embedding [n, C]).
 
+    Its linears go through ``linear``: on the CPU the native GEMV for a CFG pair (torch's BLAS
+    read a 7B-shaped depth transformer at a quarter of the memory bandwidth there,
+    bench/RESULTS.md), 16-bit weights read as stored; elsewhere ``F.linear``.
+
     ``rng`` is a device int64 [2] (seed, counter); depth d samples with subsequence d. No host
     synchronisation (capturable) unless ``on_logits`` is given."""
     n, depth = _check_depth(hidden, weights, codebooks, n_head)
@@ -426,7 +430,7 @@ def depth_loop(
     kv = [(hidden.new_empty(N, n_head, depth, hd), hidden.new_empty(N, n_head, depth, hd))
           for _ in range(n_layer)]  # fmt: skip
     scale = 1.0 / math.sqrt(hd)
-    x = F.linear(hidden, in2_w, in2_b)
+    x = linear(hidden, in2_w, in2_b)
     codes = torch.empty(n, depth, dtype=torch.int64, device=hidden.device)
     embeds = []
     for d in range(depth):
@@ -436,19 +440,19 @@ def depth_loop(
             ln1_w, ln1_b, q_w, q_b, k_w, k_b, v_w, v_b = w[:8]
             p_w, p_b, ln2_w, ln2_b, f1_w, f1_b, f2_w, f2_b = w[8:]  # fmt: skip
             a = F.layer_norm(h, (E,), ln1_w, ln1_b)
-            q = F.linear(a, q_w, q_b).view(N, 1, n_head, hd).transpose(1, 2)
-            k = F.linear(a, k_w, k_b).view(N, 1, n_head, hd).transpose(1, 2)
-            v = F.linear(a, v_w, v_b).view(N, 1, n_head, hd).transpose(1, 2)
+            q = linear(a, q_w, q_b).view(N, 1, n_head, hd).transpose(1, 2)
+            k = linear(a, k_w, k_b).view(N, 1, n_head, hd).transpose(1, 2)
+            v = linear(a, v_w, v_b).view(N, 1, n_head, hd).transpose(1, 2)
             kc, vc = kv[layer]
             kc[:, :, d : d + 1] = k
             vc[:, :, d : d + 1] = v
             # one query over depths 0..d: the causal mask is all true (as in depth.py)
             att = torch.matmul(q, kc[:, :, : d + 1].transpose(-2, -1) * scale)  # [N, nh, 1, d+1]
             y = torch.matmul(F.softmax(att, dim=-1), vc[:, :, : d + 1])
-            h = h + F.linear(y.transpose(1, 2).reshape(N, 1, E), p_w, p_b)
-            m = F.gelu(F.linear(F.layer_norm(h, (E,), ln2_w, ln2_b), f1_w, f1_b))
-            h = h + F.linear(m, f2_w, f2_b)
-        logits = F.linear(F.layer_norm(h[:, 0], (E,), cls_ln_w, cls_ln_b), cls_w, cls_b)
+            h = h + linear(y.transpose(1, 2).reshape(N, 1, E), p_w, p_b)
+            m = F.gelu(linear(F.layer_norm(h, (E,), ln2_w, ln2_b), f1_w, f1_b))
+            h = h + linear(m, f2_w, f2_b)
+        logits = linear(F.layer_norm(h[:, 0], (E,), cls_ln_w, cls_ln_b), cls_w, cls_b)
         if on_logits is not None:
             on_logits(d, logits)
         codes[:, d] = torch.ops.vilau.sample_codes(
@@ -458,7 +462,7 @@ def depth_loop(
         # the running sum as depth.py forms it (cumsum in the model dtype)
         running = torch.stack(embeds, dim=1).cumsum(dim=1)[:, -1]
         if d + 1 < depth:
-            x = F.linear(running, in1_w, in1_b).repeat(2, 1)
+            x = linear(running, in1_w, in1_b).repeat(2, 1)
     return codes, running
 
 
