@@ -1,4 +1,4 @@
-"""16-bit LLM weights kept 16-bit on the CPU (``load_vilau(keep_16bit=True)``, ``Linear16``).
+"""16-bit LLM and depth transformer weights kept 16-bit on the CPU (``load_vilau(keep_16bit=True)``, ``Linear16``).
 
 Every float16 / bfloat16 value is exact in float32, so a model whose checkpoint stores 16-bit
 weights must answer the same when those weights stay 16-bit as when they are converted to float32
@@ -18,23 +18,26 @@ from fixture_runs import gen_inputs, greedy_caption, ref
 from safetensors.torch import load_file, save_file
 
 from vilau_rt.backends import TorchBackend
-from vilau_rt.backends.native_backend import NativeBackend
+from vilau_rt.backends.native_backend import CodeSampling, NativeBackend
 from vilau_rt.generate import ImageSettings, generate_codes
 from vilau_rt.model.checkpoint import load_vilau
 from vilau_rt.model.linear16 import Linear16, keep_linears_16bit
 from vilau_rt.ops import kernels
 
 LLM_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEPTH_LINEARS = ("attn.query", "attn.key", "attn.value", "attn.proj", "mlp.0", "mlp.2")
 
 
 def _copy_16bit(fixture, out, dtype):
-    """The official tiny checkpoint with its llm/ tensors stored in ``dtype`` (as official
+    """The official tiny checkpoint with its float tensors stored in ``dtype`` (as official
     VILA-U checkpoints store them)."""
     shutil.copytree(fixture, out)
-    path = out / "llm" / "model.safetensors"
-    tensors = load_file(path)
-    path.unlink()  # the copy is read-only like its source
-    save_file({k: v.to(dtype) for k, v in tensors.items()}, path, metadata={"format": "pt"})
+    for folder in ("llm", "vision_tower", "mm_projector"):
+        path = out / folder / "model.safetensors"
+        tensors = load_file(path)
+        path.unlink()  # the copy is read-only like its source
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        save_file(tensors, path, metadata={"format": "pt"})
     return out
 
 
@@ -49,20 +52,26 @@ def stored(request, tiny_fixture, tmp_path_factory):
     return root, request.param, _load(root, keep_16bit=True), _load(root)
 
 
-def test_keep_16bit_loads_the_llm_linears_as_stored_and_the_rest_as_float32(stored):
+def test_keep_16bit_loads_the_llm_and_depth_linears_as_stored_and_the_rest_as_float32(stored):
     _, dtype, kept, full = stored
-    names = [n for n, m in kept.llm.named_modules() if type(m) is Linear16]
-    expect = [f"model.layers.{i}.{p}.{n}" for i in range(len(kept.llm.model.layers))
-              for p, ns in (("self_attn", LLM_LINEARS[:4]), ("mlp", LLM_LINEARS[4:])) for n in ns]  # fmt: skip
-    assert sorted(names) == sorted([*expect, "lm_head"])
+    names = [n for n, m in kept.named_modules() if type(m) is Linear16]
+    layers = len(kept.llm.model.layers)
+    llm = [f"llm.model.layers.{i}.{p}.{n}" for i in range(layers)
+           for p, ns in (("self_attn", LLM_LINEARS[:4]), ("mlp", LLM_LINEARS[4:])) for n in ns]  # fmt: skip
+    blocks = len(kept.depth_transformer.head_transformer.blocks)
+    depth = [f"depth_transformer.head_transformer.blocks.{i}.{n}" for i in range(blocks)
+             for n in DEPTH_LINEARS]  # fmt: skip
+    depth += ["depth_transformer.in_mlp_1", "depth_transformer.in_mlp_2",
+              "depth_transformer.classifier_mlp.linear"]  # fmt: skip
+    assert sorted(names) == sorted([*llm, "llm.lm_head", *depth])
     assert kept.dtype == torch.float32
     full_state = full.state_dict()
     for name, t in kept.state_dict().items():
-        want = dtype if any(name == f"llm.{n}.weight" for n in names) else torch.float32
+        want = dtype if any(name == f"{n}.weight" for n in names) else torch.float32
         assert t.dtype == want, name
         assert torch.equal(t.float(), full_state[name]), name  # the same values, none lost
-    kept_bytes = sum(m.weight.nbytes for m in kept.llm.modules() if type(m) is Linear16)
-    full_bytes = sum(full.llm.get_submodule(n).weight.nbytes for n in names)
+    kept_bytes = sum(kept.get_submodule(n).weight.nbytes for n in names)
+    full_bytes = sum(full.get_submodule(n).weight.nbytes for n in names)
     assert kept_bytes * 2 == full_bytes
 
 
@@ -142,6 +151,33 @@ def test_native_greedy_tokens_and_codes_on_16bit_weights_equal_the_torch_backend
     want = generate_codes(TorchBackend(full), gen_ids, mask, pos, 16, settings)
     got = generate_codes(NativeBackend.from_model(kept), gen_ids, mask, pos, 16, settings)
     assert torch.equal(got, want)
+
+
+def _depth_run(model, hidden):
+    """Greedy codes and the raw logits of every depth of the native backend's depth loop."""
+    logits = []
+    backend = NativeBackend.from_model(model)
+    backend.setup_cache(hidden.shape[0], 4)
+    greedy = CodeSampling(top_k=1, top_p=None)
+    codes, _ = backend.depth_generate(hidden, 3.0, greedy, lambda d, lg: logits.append(lg))
+    return codes, logits
+
+
+@pytest.mark.parametrize("rows", [2, 6])
+def test_native_depth_loop_on_16bit_weights_returns_the_bits_of_the_float32_load(stored, rows):
+    """The depth transformer's linears kept 16-bit: native.linear widens each weight exactly, so
+    every depth's raw logits are the float32 load's bits, for a CFG pair (GEMV) and 3 pairs
+    (GEMM where it is AVX-512, else BLAS on the float32 side)."""
+    _, _, kept, full = stored
+    hidden = torch.randn(rows, kept.cfg.llm.hidden_size,
+                         generator=torch.Generator().manual_seed(rows))  # fmt: skip
+    (codes16, got), (codes32, want) = _depth_run(kept, hidden), _depth_run(full, hidden)
+    assert torch.equal(codes16, codes32) and len(got) == len(want) == kept.cfg.rvq.depth
+    for g, w in zip(got, want):
+        if rows == 2 or kernels.cpu_gemm_is_fast():
+            assert torch.equal(g, w)
+        else:
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 
 
 def test_torch_backend_over_16bit_weights_returns_the_bits_of_the_float32_load(stored):

@@ -27,7 +27,7 @@ from .awq import (
     replace_linears_with_w4a16,
 )
 from .config import read_config
-from .linear16 import keep_linears_16bit
+from .linear16 import WIDENED_DTYPES, keep_linears_16bit
 from .safetensors_io import TensorSource
 from .vilau import VilaU
 
@@ -87,9 +87,10 @@ def load_vilau(
     ``check_finite`` (default) refuses a float weight holding NaN or infinity, naming it: such
     a checkpoint otherwise loads and answers with empty or garbage text. It reads every weight
     once; ``False`` skips it.
-    ``keep_16bit`` (CPU, float32 only) keeps each LLM linear whose weight the file stores as
-    float16 / bfloat16 in those 16 bits, as a ``Linear16`` (model/linear16.py): half the memory
-    of a float32 copy, and the native backend's results on it are the bits of the float32 load.
+    ``keep_16bit`` (CPU, float32 only) keeps each linear of the LLM and of the depth transformer
+    whose weight the file stores as float16 / bfloat16 in those 16 bits, as a ``Linear16``
+    (model/linear16.py): half the memory of a float32 copy, and the native backend's results on
+    it are the bits of the float32 load.
     """
     if keep_16bit and (dtype != torch.float32 or torch.device(device).type != "cpu"):
         raise ValueError(
@@ -106,6 +107,7 @@ def load_vilau(
     if keep_16bit:
         llm_src = sources["llm"]
         keep_linears_16bit(model.llm, {k: llm_src.meta(k)[0] for k in llm_src.names()})
+        keep_linears_16bit(model.depth_transformer, _stored_dtypes(sources, "depth_transformer"))
     expected = dict(model.state_dict())
     state: dict[str, torch.Tensor] = {}
     used_layers = cfg.vision.num_hidden_layers + cfg.select_layer + 1
@@ -136,7 +138,10 @@ def load_vilau(
                     f"unexpected tensor {key!r} in {src.file_of(key)}: this VILA-U configuration "
                     "has no such weight (wrong config.json for these weights?)"
                 )
-            state[name] = src.get_float(key, expected[name], dtype, device)
+            like = expected[name]  # a Linear16 weight stays as stored
+            state[name] = src.get_float(
+                key, like, like.dtype if like.dtype in WIDENED_DTYPES else dtype, device
+            )
 
     if "llm.lm_head.weight" not in state and cfg.llm.tie_word_embeddings:
         state["llm.lm_head.weight"] = state.get("llm.model.embed_tokens.weight")
@@ -152,6 +157,18 @@ def load_vilau(
         _check_finite(state, root)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _stored_dtypes(sources: dict, prefix: str) -> dict[str, torch.dtype]:
+    """{key relative to model part ``prefix`` -> the dtype its file stores} for that part's
+    tensors (the names ``keep_linears_16bit`` looks up)."""
+    out = {}
+    for folder, src in sources.items():
+        for key in src.names():
+            name = to_model_key(folder, key)
+            if name is not None and name.startswith(prefix + "."):
+                out[name[len(prefix) + 1 :]] = src.meta(key)[0]
+    return out
 
 
 def _check_finite(state: dict[str, torch.Tensor], root: Path) -> None:

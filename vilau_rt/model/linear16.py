@@ -1,4 +1,4 @@
-"""``Linear16``: an LLM linear whose weight stays in the 16 bits the checkpoint stores it in.
+"""``Linear16``: a linear whose weight stays in the 16 bits the checkpoint stores it in.
 
 Official VILA-U checkpoints store their weights in bfloat16 (AutoAWQ ones keep the lm_head in
 float16). On the CPU the model computes in float32, and loading converted every weight to float32:
@@ -8,16 +8,19 @@ float32 copy of the weights: the native backend's GEMV and GEMM (``ops.native.li
 16-bit weights in registers and return the bits they return on the float32 upcast.
 
 ``load_vilau(..., keep_16bit=True)`` (what ``Pipeline.from_pretrained`` asks for with the native backend on
-the CPU in float32) builds the LLM's linears whose stored weight is float16 / bfloat16 as
-``Linear16``; their weights are then the file's own mapped bytes. Everything else (norms,
-embeddings, the vision tower, the depth transformer) is float32 as before.
+the CPU in float32) builds the linears of the LLM and of the depth transformer whose stored weight
+is float16 / bfloat16 as ``Linear16``; the LLM's weights are then the file's own mapped bytes.
+Everything else (norms, embeddings, the vision tower, the projector, the pixel decoder) is
+float32 as before: they run once per image, through torch, where an upcast per call would cost
+what it saves.
 
 Who reads it:
 | caller                     | computes                                                       |
 |----------------------------|----------------------------------------------------------------|
 | ``Linear16.forward``       | ``F.linear(x, weight.to(x.dtype), bias)``: nn.Linear's bits on |
 |                            | the upcast (a temporary upcast per call: correct, not fast)    |
-| native backend, CPU        | ``native.linear`` / the decoder's 16-bit GEMV: no upcast copy  |
+| native backend, CPU        | ``native.linear`` / the decoder's 16-bit GEMV, the depth loop  |
+|                            | (``native.depth_loop``): no upcast copy                        |
 """
 
 from __future__ import annotations
