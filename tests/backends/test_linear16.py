@@ -153,25 +153,32 @@ def test_native_greedy_tokens_and_codes_on_16bit_weights_equal_the_torch_backend
     assert torch.equal(got, want)
 
 
-def _depth_run(model, hidden):
-    """Greedy codes and the raw logits of every depth of the native backend's depth loop."""
+def _depth_run(model, hidden, sampler):
+    """Codes and the raw logits of every depth of the native backend's depth loop."""
     logits = []
     backend = NativeBackend.from_model(model)
     backend.setup_cache(hidden.shape[0], 4)
-    greedy = CodeSampling(top_k=1, top_p=None)
-    codes, _ = backend.depth_generate(hidden, 3.0, greedy, lambda d, lg: logits.append(lg))
+    codes, _ = backend.depth_generate(hidden, 3.0, sampler, lambda d, lg: logits.append(lg))
     return codes, logits
 
 
+@pytest.mark.parametrize(
+    "sampler",
+    [CodeSampling(top_k=1, top_p=None), lambda guided: guided.argmax(dim=-1)],
+    ids=["device-sampler", "opaque-sampler"],
+)
 @pytest.mark.parametrize("rows", [2, 6])
-def test_native_depth_loop_on_16bit_weights_returns_the_bits_of_the_float32_load(stored, rows):
+def test_native_depth_loop_on_16bit_weights_returns_the_bits_of_the_float32_load(
+    stored, rows, sampler
+):
     """The depth transformer's linears kept 16-bit: native.linear widens each weight exactly, so
     every depth's raw logits are the float32 load's bits, for a CFG pair (GEMV) and 3 pairs
-    (GEMM where it is AVX-512, else BLAS on the float32 side)."""
+    (GEMM where it is AVX-512, else BLAS on the float32 side), with the device sampler and with
+    a host callable."""
     _, _, kept, full = stored
     hidden = torch.randn(rows, kept.cfg.llm.hidden_size,
                          generator=torch.Generator().manual_seed(rows))  # fmt: skip
-    (codes16, got), (codes32, want) = _depth_run(kept, hidden), _depth_run(full, hidden)
+    (codes16, got), (codes32, want) = (_depth_run(m, hidden, sampler) for m in (kept, full))
     assert torch.equal(codes16, codes32) and len(got) == len(want) == kept.cfg.rvq.depth
     for g, w in zip(got, want):
         if rows == 2 or kernels.cpu_gemm_is_fast():

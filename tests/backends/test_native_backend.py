@@ -159,6 +159,35 @@ def test_depth_loop_logits_follow_the_depth_transformer_on_the_cpu(fixture_model
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"depth {d}")
 
 
+def test_an_opaque_sampler_runs_in_the_native_depth_loop(fixture_model, caplog):
+    """A sampler the device cannot run (any callable) is called by native.depth_loop on the
+    guided logits, as DepthTransformer.generate calls it: the torch backend's codes, and the
+    same raw logits and next embeddings to float32 rounding."""
+    model = fixture_model
+    hidden = torch.randn(4, model.cfg.llm.hidden_size, generator=torch.Generator().manual_seed(9))
+    seen = []
+
+    def pick(guided):  # a plain callable: greedy, and it records what it was given
+        seen.append(guided.clone())
+        return guided.argmax(dim=-1)
+
+    native = NativeBackend.from_model(model)
+    native.setup_cache(4, 4)
+    got_logits, want_logits = [], []
+    with caplog.at_level(logging.WARNING):
+        codes, nxt = native.depth_generate(hidden, 2.5, pick, lambda d, lg: got_logits.append(lg))
+    assert native.stats["depth_path"] == "opaque sampler, eager"
+    assert "cannot run on the device" in caplog.text
+    ours = seen[:]
+    seen.clear()
+    want, want_nxt = TorchBackend(model).depth_generate(
+        hidden, 2.5, pick, lambda d, lg: want_logits.append(lg)
+    )
+    assert torch.equal(codes, want) and len(ours) == len(seen) == model.cfg.rvq.depth
+    for a, b in [*zip(got_logits, want_logits), *zip(ours, seen), (nxt, want_nxt)]:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_seeded_image_sampling_is_reproducible(model, tiny_fixture):
     ids, mask, pos = gen_inputs(tiny_fixture, model.device)
     native = NativeBackend.from_model(model)

@@ -362,14 +362,10 @@ class NativeBackend(Backend):
             )
             self._warned_opaque = True
         self.stats["depth_path"] = "opaque sampler, eager"
-        rvq = self.model.quantizer
-
-        def code_embedding(d, codes):
-            return F.embedding(codes, rvq.codebook(d))
-
-        codes, summed = self.model.depth_transformer.generate(
-            hidden, code_embedding, cfg_scale, sample, on_logits
-        )
+        codes, summed = native.depth_loop(
+            hidden, self._depth_weights, self._codebooks, self.cfg.depth.n_head, cfg_scale,
+            1.0, 0, 1.0, None, on_logits, sample=sample,
+        )  # fmt: skip
         return codes, self.model.mm_projector(summed)
 
     # ---------------------------------------------------------------- CUDA graphs

@@ -409,8 +409,9 @@ def depth_loop(
     temperature: float,
     top_k: int,
     top_p: float,
-    rng: Tensor,
+    rng: Tensor | None,
     on_logits: Callable[[int, Tensor], None] | None = None,
+    sample: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The D-step depth loop of one position: (codes [n, D], summed code embedding [n, C]).
 
@@ -419,7 +420,9 @@ def depth_loop(
     bench/RESULTS.md), 16-bit weights read as stored; elsewhere ``F.linear``.
 
     ``rng`` is a device int64 [2] (seed, counter); depth d samples with subsequence d. No host
-    synchronisation (capturable) unless ``on_logits`` is given."""
+    synchronisation (capturable) unless ``on_logits`` is given. ``sample``, if given, picks each
+    depth's codes [n] instead, from the guided logits [n, V] as ``DepthTransformer.generate``
+    forms them (temperature, top_k, top_p and rng are then unused): any host callable."""
     n, depth = _check_depth(hidden, weights, codebooks, n_head)
     in1_w, in1_b, in2_w, in2_b, pos = weights[:5]
     blocks = weights[5:-4]
@@ -455,9 +458,12 @@ def depth_loop(
         logits = linear(F.layer_norm(h[:, 0], (E,), cls_ln_w, cls_ln_b), cls_w, cls_b)
         if on_logits is not None:
             on_logits(d, logits)
-        codes[:, d] = torch.ops.vilau.sample_codes(
-            logits, True, cfg_scale, temperature, top_k, top_p, rng, d
-        )
+        if sample is None:
+            codes[:, d] = torch.ops.vilau.sample_codes(
+                logits, True, cfg_scale, temperature, top_k, top_p, rng, d
+            )
+        else:
+            codes[:, d] = sample(logits[n:] + cfg_scale * (logits[:n] - logits[n:]))
         embeds.append(F.embedding(codes[:, d], codebooks[d if codebooks.shape[0] > 1 else 0]))
         # the running sum as depth.py forms it (cumsum in the model dtype)
         running = torch.stack(embeds, dim=1).cumsum(dim=1)[:, -1]
