@@ -122,7 +122,8 @@ def generate_text(
         logits = backend.logits(hidden[:, -1])
         if on_logits is not None:
             on_logits(logits)
-        prev = torch.tensor([history], device=dev) if history else None
+        penalize = history and settings.repetition_penalty != 1.0  # else not read: not built
+        prev = torch.tensor([history], device=dev) if penalize else None
         nxt = int(
             sample_text(
                 logits,
