@@ -9,7 +9,7 @@ float32 copy of the weights: the native backend's GEMV and GEMM (``ops.native.li
 
 ``load_vilau(..., keep_16bit=True)`` (what ``Pipeline.from_pretrained`` asks for with the native backend on
 the CPU in float32) builds the linears of the LLM and of the depth transformer whose stored weight
-is float16 / bfloat16 as ``Linear16``; the LLM's weights are then the file's own mapped bytes.
+is float16 / bfloat16 as ``Linear16``; their weights are then the file's own mapped bytes.
 Everything else (norms, embeddings, the vision tower, the projector, the pixel decoder) is
 float32 as before: they run once per image, through torch, where an upcast per call would cost
 what it saves.
