@@ -41,6 +41,7 @@ from .. import __version__
 from ..errors import BackendError, CheckpointError, CheckpointNotFoundError
 from ..model import bundle
 from ..model.config import read_config
+from ..model.depth import guided_logits
 from ..ops.depth_decode import CodeSampler
 from ..ops.onnxruntime import _import_extensions, float_w4a16_gemm, session_options
 from .base import Backend, check_cache_length, check_step
@@ -187,7 +188,7 @@ class OnnxRuntimeBackend(Backend):
             lg = torch.from_numpy(logits[d])
             if on_logits is not None:
                 on_logits(d, lg)
-            forced[:, d] = sample(lg[n:] + cfg_scale * (lg[:n] - lg[n:])).numpy()
+            forced[:, d] = sample(guided_logits(lg, cfg_scale)).numpy()
         codes, nxt, _ = self._depth(hidden, cfg_scale, greedy, 0, forced)
         return torch.from_numpy(codes), torch.from_numpy(nxt)
 

@@ -38,6 +38,7 @@ import torch
 
 from ..errors import BackendError
 from ..model import bundle
+from ..model.depth import guided_logits
 from ..ops.depth_decode import CodeSampler
 from .base import Backend, check_cache_length, check_step
 
@@ -359,7 +360,7 @@ class TensorRTBackend(Backend):
             lg = self._depth(hidden, cfg_scale, greedy, 0, forced)["logits"][d].clone()
             if on_logits is not None:
                 on_logits(d, lg)
-            forced[:, d] = sample(lg[n:] + cfg_scale * (lg[:n] - lg[n:])).cpu()
+            forced[:, d] = sample(guided_logits(lg, cfg_scale)).cpu()
         out = self._depth(hidden, cfg_scale, greedy, 0, forced)
         return out["codes"].clone(), out["next_embeds"].clone()
 

@@ -45,6 +45,13 @@ class DepthTransformerConfig:
             )
 
 
+def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance on [2n, V] logits of rows [conditional..., unconditional...]:
+    ``l_u + cfg_scale * (l_c - l_u)`` [n, V], the logits every depth sampler draws from."""
+    n = logits.shape[0] // 2
+    return logits[n:] + cfg_scale * (logits[:n] - logits[n:])
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: DepthTransformerConfig):
         super().__init__()
@@ -160,8 +167,7 @@ class DepthTransformer(nn.Module):
             logits = self.step(x, cache, d)  # [2n, V]
             if on_logits is not None:
                 on_logits(d, logits)
-            guided = logits[n:] + cfg_scale * (logits[:n] - logits[n:])
-            codes[:, d] = sample(guided)
+            codes[:, d] = sample(guided_logits(logits, cfg_scale))
             embeds.append(code_embedding(d, codes[:, d]))
             # upstream forms the running sum with cumsum in the model dtype
             running = torch.stack(embeds, dim=1).cumsum(dim=1)[:, -1]  # [n, C]

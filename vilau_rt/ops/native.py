@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..model.depth import guided_logits
 from .kernels import (
     _DTYPE_CODES,
     _check_cpu,
@@ -463,7 +464,7 @@ def depth_loop(
                 logits, True, cfg_scale, temperature, top_k, top_p, rng, d
             )
         else:
-            codes[:, d] = sample(logits[n:] + cfg_scale * (logits[:n] - logits[n:]))
+            codes[:, d] = sample(guided_logits(logits, cfg_scale))
         embeds.append(F.embedding(codes[:, d], codebooks[d if codebooks.shape[0] > 1 else 0]))
         # the running sum as depth.py forms it (cumsum in the model dtype)
         running = torch.stack(embeds, dim=1).cumsum(dim=1)[:, -1]
