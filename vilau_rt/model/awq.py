@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from ..ops import kernels
 from .awq_format import pack_gemm, quantize_tensor, unpack_gemv
-from .linear16 import WIDENED_DTYPES
+from .linear16 import loaded_dtype
 from .llama import LlamaConfig, LlamaForCausalLM
 from .safetensors_io import DTYPE_NAMES, TensorSource
 
@@ -358,8 +358,7 @@ def load_awq_state(
                 f"weight{hint}"
             )
         like = expected[key]
-        want = like.dtype if like.dtype in WIDENED_DTYPES else dtype
-        state[key] = src.get_float(key, like, want, device)
+        state[key] = src.get_float(key, like, loaded_dtype(like, dtype), device)
     return state
 
 

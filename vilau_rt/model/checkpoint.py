@@ -27,7 +27,7 @@ from .awq import (
     replace_linears_with_w4a16,
 )
 from .config import read_config
-from .linear16 import WIDENED_DTYPES, keep_linears_16bit
+from .linear16 import keep_linears_16bit, loaded_dtype
 from .safetensors_io import TensorSource
 from .vilau import VilaU
 
@@ -105,9 +105,8 @@ def load_vilau(
             replace_linears_with_w4a16(model.llm, awq)
     sources = {f: TensorSource(root / f) for f in ("vision_tower", "llm", "mm_projector")}
     if keep_16bit:
-        llm_src = sources["llm"]
-        keep_linears_16bit(model.llm, {k: llm_src.meta(k)[0] for k in llm_src.names()})
-        keep_linears_16bit(model.depth_transformer, _stored_dtypes(sources, "depth_transformer"))
+        for part in ("llm", "depth_transformer"):
+            keep_linears_16bit(model.get_submodule(part), _stored_dtypes(sources, part))
     expected = dict(model.state_dict())
     state: dict[str, torch.Tensor] = {}
     used_layers = cfg.vision.num_hidden_layers + cfg.select_layer + 1
@@ -138,10 +137,8 @@ def load_vilau(
                     f"unexpected tensor {key!r} in {src.file_of(key)}: this VILA-U configuration "
                     "has no such weight (wrong config.json for these weights?)"
                 )
-            like = expected[name]  # a Linear16 weight stays as stored
-            state[name] = src.get_float(
-                key, like, like.dtype if like.dtype in WIDENED_DTYPES else dtype, device
-            )
+            like = expected[name]
+            state[name] = src.get_float(key, like, loaded_dtype(like, dtype), device)
 
     if "llm.lm_head.weight" not in state and cfg.llm.tie_word_embeddings:
         state["llm.lm_head.weight"] = state.get("llm.model.embed_tokens.weight")

@@ -78,6 +78,12 @@ class Linear16(nn.Module):
         )
 
 
+def loaded_dtype(like: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a checkpoint tensor is loaded in for the model tensor ``like`` (a meta tensor):
+    a ``Linear16`` weight's own 16 bits (it stays as stored), else the load's ``dtype``."""
+    return like.dtype if like.dtype in WIDENED_DTYPES else dtype
+
+
 def keep_linears_16bit(llm: nn.Module, stored: dict[str, torch.dtype]) -> list[str]:
     """Swap each ``nn.Linear`` of ``llm`` whose weight ``stored`` (module-relative key ->
     dtype in the file) lists as float16 / bfloat16 for an empty ``Linear16`` of that dtype on
