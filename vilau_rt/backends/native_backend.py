@@ -362,9 +362,9 @@ class NativeBackend(Backend):
             )
             self._warned_opaque = True
         self.stats["depth_path"] = "opaque sampler, eager"
-        codes, summed = native.depth_loop(
+        codes, summed = native.depth_loop(  # the device sampler's settings: unused
             hidden, self._depth_weights, self._codebooks, self.cfg.depth.n_head, cfg_scale,
-            1.0, 0, 1.0, None, on_logits, sample=sample,
+            temperature=1.0, top_k=0, top_p=1.0, rng=None, on_logits=on_logits, sample=sample,
         )  # fmt: skip
         return codes, self.model.mm_projector(summed)
 
