@@ -27,7 +27,7 @@ from .awq import (
     replace_linears_with_w4a16,
 )
 from .config import read_config
-from .linear16 import keep_linears_16bit, loaded_dtype
+from .linear16 import keep_embedding_16bit, keep_linears_16bit, loaded_dtype
 from .safetensors_io import TensorSource
 from .vilau import VilaU
 
@@ -71,6 +71,11 @@ def to_checkpoint_key(model_key: str) -> tuple[str, str]:
     raise KeyError(model_key)
 
 
+# The model parts whose 16-bit linears keep_16bit keeps as stored (the convolutions, norms, RVQ
+# codebooks and the pixel decoder are float32 in any case).
+KEPT_16BIT_PARTS = ("llm", "depth_transformer", "vision_tower", "mm_projector")
+
+
 def load_vilau(
     path: str | Path,
     *,
@@ -87,10 +92,11 @@ def load_vilau(
     ``check_finite`` (default) refuses a float weight holding NaN or infinity, naming it: such
     a checkpoint otherwise loads and answers with empty or garbage text. It reads every weight
     once; ``False`` skips it.
-    ``keep_16bit`` (CPU, float32 only) keeps each linear of the LLM and of the depth transformer
-    whose weight the file stores as float16 / bfloat16 in those 16 bits, as a ``Linear16``
-    (model/linear16.py): half the memory of a float32 copy, and the native backend's results on
-    it are the bits of the float32 load.
+    ``keep_16bit`` (CPU, float32 only) keeps each linear of the LLM, the depth transformer, the
+    vision tower and the projector whose weight the file stores as float16 / bfloat16 in those 16
+    bits, as a ``Linear16``, and the LLM's token embeddings (when the lm_head is not tied to them)
+    as an ``Embedding16`` (model/linear16.py): half the memory of a float32 copy; the results on
+    them are ``ops.native.linear``'s on the float32 load, bit for bit.
     """
     if keep_16bit and (dtype != torch.float32 or torch.device(device).type != "cpu"):
         raise ValueError(
@@ -105,8 +111,12 @@ def load_vilau(
             replace_linears_with_w4a16(model.llm, awq)
     sources = {f: TensorSource(root / f) for f in ("vision_tower", "llm", "mm_projector")}
     if keep_16bit:
-        for part in ("llm", "depth_transformer"):
-            keep_linears_16bit(model.get_submodule(part), _stored_dtypes(sources, part))
+        for part in KEPT_16BIT_PARTS:
+            stored = _stored_dtypes(sources, part)
+            keep_linears_16bit(model.get_submodule(part), stored)
+            if part == "llm" and not cfg.llm.tie_word_embeddings:
+                keep_embedding_16bit(model.llm.model, "embed_tokens",
+                                     stored.get("model.embed_tokens.weight"))  # fmt: skip
     expected = dict(model.state_dict())
     state: dict[str, torch.Tensor] = {}
     used_layers = cfg.vision.num_hidden_layers + cfg.select_layer + 1
