@@ -39,6 +39,8 @@ void rvq_lookup_cpu(const int64_t* codes, const void* codebooks, void* out, int6
 //! Residual quantization, depth by depth: r = x; k_d = argmin_{j < n_embed}
 //! (|r|^2 + |e_j|^2 - 2 r.e_j) in float32 (ties -> smallest j); r -= e[k_d]. The residual
 //! stays float32 across depths; z_q is the float32 sum of the chosen rows, then rounded.
+//! CPU: the dots r.e_j come from the prefill GEMM (gemm/gemm_f32.h: one FMA chain over C each,
+//! the same bits on every instruction-set path and for a row alone or in a batch).
 //! @param features   [N, C] of @p dtype
 //! @param codebooks  [Dc, R, C] of @p dtype, R == n_embed + 1
 //! @param codes      int64 [N, D] output
