@@ -122,6 +122,11 @@ def load_vilau(
     used_layers = cfg.vision.num_hidden_layers + cfg.select_layer + 1
 
     skipped = [] if ignored is None else ignored
+    # The RVQ codebooks are read into one [Dc, R, C] tensor: the rvq kernels' layout, which
+    # ResidualQuantizer.stacked_codebooks() then returns without a copy (a 1.2 GB copy at 7B-384,
+    # counted from its shapes).
+    books = model.quantizer.codebooks
+    stack = torch.empty(len(books), *books[0].weight.shape, dtype=dtype, device=device)
     llm_expected = {k[4:]: v for k, v in expected.items() if k.startswith("llm.")}
     quantized = quantized_linear_names(model.llm, awq) if awq is not None else []
     llm_state = load_awq_state(
@@ -148,7 +153,8 @@ def load_vilau(
                     "has no such weight (wrong config.json for these weights?)"
                 )
             like = expected[name]
-            state[name] = src.get_float(key, like, loaded_dtype(like, dtype), device)
+            out = stack[int(m.group(1))] if m else None  # m: this key is codebook m.group(1)
+            state[name] = src.get_float(key, like, loaded_dtype(like, dtype), device, out=out)
 
     if "llm.lm_head.weight" not in state and cfg.llm.tie_word_embeddings:
         state["llm.lm_head.weight"] = state.get("llm.model.embed_tokens.weight")

@@ -52,8 +52,22 @@ class ResidualQuantizer(nn.Module):
         return self.codebooks[0 if self.cfg.shared_codebook else d].weight
 
     def stacked_codebooks(self) -> torch.Tensor:
-        """[num_codebooks, n_embed + 1, C], the layout of the vilau::rvq_* kernels."""
-        return torch.stack([cb.weight for cb in self.codebooks])
+        """[num_codebooks, n_embed + 1, C], the layout of the vilau::rvq_* kernels: a view of
+        the codebooks where they already lie one after another in one tensor (``load_vilau``
+        reads them so), else a stacked copy."""
+        ws = [cb.weight for cb in self.codebooks]
+        first = ws[0]
+        size = first.numel()
+        if all(
+            w.is_contiguous()
+            and w.dtype == first.dtype
+            and w.device == first.device
+            and w.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+            and w.storage_offset() == first.storage_offset() + d * size
+            for d, w in enumerate(ws)
+        ):
+            return first.as_strided((len(ws), *first.shape), (size, *first.stride()))
+        return torch.stack(ws)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -189,9 +189,12 @@ class TensorSource:
             raise CheckpointError(f"{self.folder} has no tensor {key!r}")
         return self.files[self.where[key]].get(key)
 
-    def get_float(self, key: str, like: torch.Tensor, dtype, device) -> torch.Tensor:
+    def get_float(
+        self, key: str, like: torch.Tensor, dtype, device, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Float weight ``key``, checked against the shape of ``like``, in ``dtype`` on ``device``
-        (a mapped view when nothing changes, else converted one tensor at a time)."""
+        (a mapped view when nothing changes, else converted one tensor at a time); with ``out``
+        (of that dtype, device and shape), converted into it and returned."""
         stored_dtype, shape = self.meta(key)
         if tuple(shape) != tuple(like.shape):
             raise CheckpointError(
@@ -203,4 +206,6 @@ class TensorSource:
                 f"tensor {key!r} in {self.file_of(key)} is {stored_dtype}; a float weight is "
                 "expected"
             )
+        if out is not None:
+            return out.copy_(self.get(key))
         return self.get(key).to(device=device, dtype=dtype)
