@@ -34,6 +34,13 @@ from torch import nn
 WIDENED_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def _weight16(who: str, shape: tuple[int, int], dtype: torch.dtype, device) -> nn.Parameter:
+    """An empty frozen weight of ``shape`` in 16-bit ``dtype`` (TypeError naming ``who`` else)."""
+    if dtype not in WIDENED_DTYPES:
+        raise TypeError(f"{who}: weight_dtype is {dtype}; expected float16 or bfloat16")
+    return nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
+
+
 class Linear16(nn.Module):
     """y = x @ float(W)^T + b with W [out, in] kept float16 or bfloat16; bias float32 or None."""
 
@@ -46,15 +53,8 @@ class Linear16(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        if weight_dtype not in WIDENED_DTYPES:
-            raise TypeError(
-                f"Linear16: weight_dtype is {weight_dtype}; expected float16 or bfloat16"
-            )
         self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(
-            torch.empty(out_features, in_features, dtype=weight_dtype, device=device),
-            requires_grad=False,
-        )
+        self.weight = _weight16("Linear16", (out_features, in_features), weight_dtype, device)
         if bias:
             self.bias = nn.Parameter(
                 torch.empty(out_features, dtype=torch.float32, device=device), requires_grad=False
@@ -96,15 +96,9 @@ class Embedding16(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        if weight_dtype not in WIDENED_DTYPES:
-            raise TypeError(
-                f"Embedding16: weight_dtype is {weight_dtype}; expected float16 or bfloat16"
-            )
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = nn.Parameter(
-            torch.empty(num_embeddings, embedding_dim, dtype=weight_dtype, device=device),
-            requires_grad=False,
-        )
+        shape = (num_embeddings, embedding_dim)
+        self.weight = _weight16("Embedding16", shape, weight_dtype, device)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.weight).float()
