@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 
 import pytest
 import torch
@@ -337,3 +338,27 @@ def test_int8_activations_is_refused_where_it_cannot_run(tiny_fixture):
         NativeBackend(_load(tiny_fixture, "cpu"), int8_activations=True)
     with pytest.raises(BackendError, match="int8_activations runs on backend 'native'"):
         Pipeline.from_pretrained(tiny_fixture, backend="torch", device="cpu", int8_activations=True)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads VmRSS from /proc/self/status")
+def test_cpu_kv_cache_is_zero_and_costs_memory_only_where_written():
+    """The CPU cache is mapped lazily: 512 MiB of cache in a [B, heads, L, head_dim] layout grows
+    the process by the pages of the slots written, not by the whole context; reads are zeros."""
+    from vilau_rt.backends.native_backend import _zeros
+
+    before = _rss_mib()
+    caches = [_zeros((1, 32, 4096, 128), torch.float32, torch.device("cpu")) for _ in range(8)]
+    assert all(c.shape == (1, 32, 4096, 128) and c.dtype == torch.float32 for c in caches)
+    for c in caches:
+        c[:, :, :64] = 1.0  # a 64-token prompt in every layer: 64 slots x 32 heads
+    grown = _rss_mib() - before
+    assert grown < 128, f"{grown:.0f} MiB committed for 8 x 64 slots of a 512 MiB cache"
+    assert float(caches[3][:, :, 64:].abs().max()) == 0.0
+    assert float(caches[3][:, :, :64].min()) == 1.0
+    small = _zeros((2, 3), torch.bfloat16, torch.device("cpu"))
+    assert small.dtype == torch.bfloat16 and not small.float().any()

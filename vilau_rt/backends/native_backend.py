@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import mmap
 from dataclasses import dataclass
 
 import torch
@@ -196,8 +197,8 @@ class NativeBackend(Backend):
         if self._decoder is not None:
             self._decoder.release_cache()
         self._llm_graphs.clear()
-        self._k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(n)]
-        self._v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(n)]
+        self._k = [_zeros(shape, self.dtype, self.device) for _ in range(n)]
+        self._v = [_zeros(shape, self.dtype, self.device) for _ in range(n)]
         if self._decoder is not None:
             self._decoder.set_cache(self._k, self._v)
         rotary = RotaryEmbedding(llm_cfg)
@@ -386,6 +387,18 @@ class NativeBackend(Backend):
 
 
 @torch.no_grad()
+def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.zeros``; on the CPU from 1 MiB up, an anonymous memory map (zero by definition,
+    and the OS's shared zero pages until written), so that a KV cache sized for the whole context
+    costs memory only for the slots a request fills (a 7B cache of 4096 tokens is 4 GiB in
+    float32). Not numpy's calloc: it asks for huge pages, and a layer's [B, heads, L, head_dim]
+    tensor then commits 2 MiB per head at its first slot."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if device.type == "cpu" and nbytes >= 1 << 20:
+        return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
 def _w4a8_layers(llm, device) -> dict:
     """{W4A16Linear: its W4A8Weights} for every INT4 linear of a CPU float32 LLM; BackendError
     naming what stands in the way otherwise."""
