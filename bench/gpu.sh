@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One GPU run: build vilau_rt with CUDA, prove the module has CUDA, run the CUDA kernel and
-# fixture parity tests, then bench/gpu.py (7B-256 timings) and bench/w4a16.py (kernel table).
+# fixture parity tests, then bench/gpu.py (7B-256 timings), bench/w4a16.py (kernel table) and
+# bench/rvq_encode.py (the RVQ search).
 # Every step is time-boxed inside one overall deadline, a failing step does not stop the later ones, and
-# results are written as they come. Files in $OUT (default ./bench_out), at most 5:
+# results are written as they come. Files in $OUT (default ./bench_out), at most 7:
 #   run.log      everything this script and its steps print (build output included)
 #   bench.json   gpu.py results, rewritten after every section
 #   bench.log    gpu.py's own log
 #   pytest.log   the CUDA kernel and fixture parity tests
 #   w4a16.json   the W4A16 kernel table
+#   rvq.json     the RVQ encode table
+#   trt_harness.log  the TensorRT plugin harness (GPU runs with TensorRT headers only)
 #
 # Usage: bench/gpu.sh [--dry-run] [--skip-build] [-- ARGS for gpu.py]
 #   --dry-run     the same steps on the CPU with tiny shapes (gpu.py --cpu-smoke); no CUDA needed
@@ -157,6 +160,15 @@ if [ "$DRY" = 1 ]; then
   step w4a16.py 60 0 "$PY" bench/w4a16.py --device cpu --smoke --json "$OUT/w4a16.json" || status=1
 else
   step w4a16.py 90 0 "$PY" bench/w4a16.py --device cuda --json "$OUT/w4a16.json" || status=1
+fi
+
+# ---- RVQ encode: the CUDA kernel (one block per row) against torch's search, 7B shapes
+if [ "$DRY" = 1 ]; then
+  step rvq_encode.py 30 0 "$PY" bench/rvq_encode.py --device cpu --smoke --json "$OUT/rvq.json" ||
+    status=1
+else
+  step rvq_encode.py 40 0 "$PY" bench/rvq_encode.py --device cuda --json "$OUT/rvq.json" ||
+    status=1
 fi
 
 # ---- TensorRT plugins (csrc/trt): harness --gpu enqueues each plugin against CPU references.

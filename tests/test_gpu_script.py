@@ -35,12 +35,12 @@ def test_dry_run_runs_every_step_and_leaves_few_files(tmp_path):
     )
     log = (tmp_path / "run.log").read_text()
     assert proc.returncode == 0, log[-4000:] + proc.stderr[-2000:]
-    for step in ("build_info", "pytest", "gpu.py", "w4a16.py"):
+    for step in ("build_info", "pytest", "gpu.py", "w4a16.py", "rvq_encode.py"):
         assert f"{step}: exit 0" in log, step
     assert "done: status 0" in log
     # the device tool brings back at most 8 files
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "bench.json", "bench.log", "pytest.log", "run.log", "w4a16.json",
+        "bench.json", "bench.log", "pytest.log", "run.log", "rvq.json", "w4a16.json",
     ]  # fmt: skip
 
     table = log[log.index("== vilau_rt bench") :]
@@ -65,6 +65,8 @@ def test_dry_run_runs_every_step_and_leaves_few_files(tmp_path):
     assert all(r["ours_ms"] > 0 for r in kernel["rows"])
     gemv_rows = [r for r in kernel["rows"] if r["M"] == 1]
     assert all(f"gemv_{isa}_ms" in r for r in gemv_rows for isa in kernel["cpu_isas"])
+    rvq = json.loads((tmp_path / "rvq.json").read_text())
+    assert rvq["rows"] and all(r["ours_ms"] > 0 and r["torch_ms"] > 0 for r in rvq["rows"])
 
 
 def test_dry_run_refuses_to_time_a_module_without_cuda_outside_the_dry_run(tmp_path):
