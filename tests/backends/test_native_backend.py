@@ -362,3 +362,23 @@ def test_cpu_kv_cache_is_zero_and_costs_memory_only_where_written():
     assert float(caches[3][:, :, :64].min()) == 1.0
     small = _zeros((2, 3), torch.bfloat16, torch.device("cpu"))
     assert small.dtype == torch.bfloat16 and not small.float().any()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_cpu_kv_cache_is_private_to_a_forked_process():
+    """A server that forks workers after loading must not share one KV cache between them: a
+    child's write stays in the child (copy on write, as for any private memory)."""
+    import ctypes
+    import os
+
+    from vilau_rt.backends.native_backend import _zeros
+
+    cache = _zeros((1, 8, 1024, 64), torch.float32, torch.device("cpu"))
+    cache[0, 0, 0, 0] = 1.0
+    pid = os.fork()
+    if pid == 0:  # the child writes raw bytes (no torch call after fork) and leaves at once
+        ctypes.memset(cache.data_ptr(), 0x7F, 4096)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert float(cache[0, 0, 0, 0]) == 1.0 and float(cache[0, 0, 0, 1:].abs().max()) == 0.0

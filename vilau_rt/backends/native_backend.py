@@ -394,8 +394,11 @@ def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tens
     float32). Not numpy's calloc: it asks for huge pages, and a layer's [B, heads, L, head_dim]
     tensor then commits 2 MiB per head at its first slot."""
     nbytes = math.prod(shape) * dtype.itemsize
-    if device.type == "cpu" and nbytes >= 1 << 20:
-        return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
+    if device.type == "cpu" and nbytes >= 1 << 20 and hasattr(mmap, "MAP_PRIVATE"):
+        # private: a process forked after loading (a pre-fork server) gets its own copy on write;
+        # Python's default for an anonymous map is shared, and the processes would share a cache
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        return torch.frombuffer(buf, dtype=dtype).view(shape)
     return torch.zeros(shape, dtype=dtype, device=device)
 
 
