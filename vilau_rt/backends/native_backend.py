@@ -398,6 +398,8 @@ def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tens
         # private: a process forked after loading (a pre-fork server) gets its own copy on write;
         # Python's default for an anonymous map is shared, and the processes would share a cache
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):  # where transparent huge pages are "always", a
+            buf.madvise(mmap.MADV_NOHUGEPAGE)  # 2 MiB page per head would commit it all again
         return torch.frombuffer(buf, dtype=dtype).view(shape)
     return torch.zeros(shape, dtype=dtype, device=device)
 
