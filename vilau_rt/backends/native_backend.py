@@ -386,7 +386,6 @@ class NativeBackend(Backend):
         return _Graph(graph, static, out)
 
 
-@torch.no_grad()
 def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``torch.zeros``; on the CPU from 1 MiB up, an anonymous memory map (zero by definition,
     and the OS's shared zero pages until written), so that a KV cache sized for the whole context
@@ -404,6 +403,7 @@ def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return torch.zeros(shape, dtype=dtype, device=device)
 
 
+@torch.no_grad()
 def _w4a8_layers(llm, device) -> dict:
     """{W4A16Linear: its W4A8Weights} for every INT4 linear of a CPU float32 LLM; BackendError
     naming what stands in the way otherwise."""
