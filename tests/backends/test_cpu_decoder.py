@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vilau_rt.backends.cpu_decoder import CpuDecoder
-from vilau_rt.backends.native_backend import _FusedLayer, quantize_llm_linears
+from vilau_rt.backends.native_linears import _FusedLayer, quantize_llm_linears
 from vilau_rt.model.awq import W4A16Linear
 from vilau_rt.model.awq_format import dequantize_gemm, unpack_gemm
 from vilau_rt.model.linear16 import keep_linears_16bit

@@ -76,7 +76,7 @@ class CpuDecoder:
 
         def parts(fused, *modules):
             """The backend's fused packed W4A16 GEMV, or the modules side by side (on the CPU
-            only W4A16 layers are fused, see native_backend._FusedLinear)."""
+            only W4A16 layers are fused, see native_linears._FusedLinear)."""
             if fused is None or any(m in (w4a8_layers or {}) for m in modules):
                 return [linear(m) for m in modules]
             first = fused.linears[0]
